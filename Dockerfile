@@ -1,0 +1,94 @@
+# syntax=docker/dockerfile:1
+#
+# Image of the bucketmount daemon, run as a sidecar that mounts a bucket at
+# /data (see deploy/ and docs/deployment.md).
+#
+# Two stages: the builder compiles the C addon against libfuse3 and the
+# TypeScript, then drops the development dependencies; the runtime stage
+# holds only Node.js, the fuse3 user-space tools and the built application.
+
+ARG NODE_IMAGE_TAG=24-bookworm
+
+# ---------------------------------------------------------------- builder
+FROM node:${NODE_IMAGE_TAG} AS builder
+
+# libfuse3-dev and pkg-config for the addon's compiler flags; python3, make
+# and g++ for node-gyp. Versions come from the pinned Debian release of the
+# base image, so they are not repeated here.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fuse3 libfuse3-dev python3 make g++ pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+
+# Dependencies first, so that a source change does not invalidate this layer.
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+COPY tsconfig.json ./
+COPY native/binding.gyp native/
+COPY native/src native/src
+COPY src src
+
+# node-gyp finds the headers of the Node.js that runs it under
+# /usr/local/include/node in this image, so nothing is downloaded; the
+# nodedir setting makes that explicit. Only src/ is copied in, so the
+# TypeScript build leaves tests and benchmarks out of the image.
+ENV npm_config_nodedir=/usr/local
+RUN npm run build:native \
+    && npm run build:ts
+
+# Keep only the production dependencies for the runtime stage.
+RUN npm prune --omit=dev --no-audit --no-fund
+
+# ---------------------------------------------------------------- runtime
+FROM node:${NODE_IMAGE_TAG}-slim AS runtime
+
+# fuse3 brings libfuse3 and the setuid fusermount3 helper; tini forwards
+# SIGTERM to the daemon and reaps the fusermount3 children it starts.
+# mountpoint (for the health check) is in util-linux, which slim already has.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fuse3 tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && echo user_allow_other >> /etc/fuse.conf
+
+# The daemon runs as an unprivileged user by default. Mounting through
+# /dev/fuse then needs one of:
+#   - CAP_SYS_ADMIN, or the setuid fusermount3 from fuse3 (the container
+#     must allow privilege escalation for the setuid bit to work), plus
+#     access to /dev/fuse; or
+#   - an already-opened /dev/fuse descriptor handed over by a privileged
+#     helper, with the mount point given as /dev/fd/N, so the daemon
+#     needs no privilege at all.
+# user_allow_other above lets a non-root daemon use --allow-other, so that
+# a sandbox container running as another user can read the mount.
+RUN groupadd --gid 65532 bucketmount \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bucketmount
+
+WORKDIR /app
+
+# findRepositoryRoot() in src/fuse/native.ts locates the addon through
+# package.json and native/ in the same directory, so both are copied.
+COPY --from=builder /app/package.json /app/package.json
+COPY --from=builder /app/node_modules /app/node_modules
+COPY --from=builder /app/dist /app/dist
+COPY --from=builder /app/native/build/Release/bucketmount_fuse.node /app/native/build/Release/bucketmount_fuse.node
+
+USER 65532:65532
+
+# The mount point that the health check tests; the daemon itself takes the
+# mount point as its second argument.
+ENV HEALTHCHECK_MOUNTPOINT=/data \
+    NODE_ENV=production
+
+# Healthy once the bucket is mounted at the mount point. Kubernetes ignores
+# this instruction; the probes in deploy/ run the same command.
+# TODO: query /healthz once the metrics and health port exists.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["/bin/sh", "-c", "mountpoint -q \"$HEALTHCHECK_MOUNTPOINT\""]
+
+# Arguments: the bucket URL and the mount point, then options, for example
+#   s3://BUCKET/PREFIX /data --role-arn ARN
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/src/cli/main.js", "mount"]

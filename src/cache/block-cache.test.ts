@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+
+import { BlockCache, type BlockId } from './block-cache.js';
+
+const KiB = 1024;
+
+function block(index: number, version = 'v1'): BlockId {
+  return { key: 'object', version, index };
+}
+
+/** A fetcher that records calls and resolves when the test says so. */
+function controlledFetcher() {
+  const calls: { start: number; end: number; resolve: () => void }[] = [];
+  const fetch = (start: number, end: number) =>
+    new Promise<Buffer>((resolve) => {
+      calls.push({ start, end, resolve: () => resolve(Buffer.alloc(end - start, start % 251)) });
+    });
+  return { calls, fetch };
+}
+
+describe('BlockCache', () => {
+  it('shares one in-flight fetch among concurrent readers', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const { calls, fetch } = controlledFetcher();
+
+    const first = cache.read(block(0), 0, 64 * KiB, fetch);
+    const second = cache.read(block(0), 0, 64 * KiB, fetch);
+    const third = cache.read(block(0), 10, 20, fetch);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(calls).toHaveLength(1);
+
+    calls[0]!.resolve();
+    const [a, b, c] = await Promise.all([first, second, third]);
+    expect(a.length).toBe(64 * KiB);
+    expect(b.equals(a)).toBe(true);
+    expect(c.length).toBe(10);
+    expect(calls).toHaveLength(1);
+    expect(cache.getStatistics().sharedFetches).toBe(2);
+  });
+
+  it('fetches only the missing tail when a partial block grows', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const ranges: [number, number][] = [];
+    const fetch = async (start: number, end: number) => {
+      ranges.push([start, end]);
+      return Buffer.alloc(end - start, 1);
+    };
+
+    await cache.read(block(0), 0, 16 * KiB, fetch);
+    await cache.read(block(0), 0, 64 * KiB, fetch);
+    await cache.read(block(0), 8 * KiB, 32 * KiB, fetch);
+    expect(ranges).toEqual([
+      [0, 16 * KiB],
+      [16 * KiB, 64 * KiB],
+    ]);
+  });
+
+  it('fetches before and after a cached middle range', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const ranges: [number, number][] = [];
+    const fetch = async (start: number, end: number) => {
+      ranges.push([start, end]);
+      return Buffer.from(Array.from({ length: end - start }, (_, index) => (start + index) % 256));
+    };
+
+    await cache.read(block(0), 100, 200, fetch);
+    const bytes = await cache.read(block(0), 0, 300, fetch);
+    expect(ranges).toEqual([
+      [100, 200],
+      [0, 100],
+      [200, 300],
+    ]);
+    expect([...bytes]).toEqual(Array.from({ length: 300 }, (_, index) => index % 256));
+  });
+
+  it('evicts least recently used blocks to stay within its byte budget', async () => {
+    const cache = new BlockCache({ maxBytes: 256 * KiB });
+    let fetches = 0;
+    const fetch = async (start: number, end: number) => {
+      fetches += 1;
+      return Buffer.alloc(end - start);
+    };
+
+    for (let index = 0; index < 8; index += 1) await cache.read(block(index), 0, 64 * KiB, fetch);
+    const statistics = cache.getStatistics();
+    expect(statistics.cachedBytes).toBeLessThanOrEqual(256 * KiB);
+    expect(statistics.cachedBlocks).toBe(4);
+
+    await cache.read(block(7), 0, 64 * KiB, fetch);
+    expect(fetches).toBe(8);
+    await cache.read(block(0), 0, 64 * KiB, fetch);
+    expect(fetches).toBe(9);
+  });
+
+  it('keeps versions apart', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    await cache.read(block(0, 'v1'), 0, 4, async () => Buffer.from('old!'));
+    const fresh = await cache.read(block(0, 'v2'), 0, 4, async () => Buffer.from('new!'));
+    expect(fresh.toString()).toBe('new!');
+  });
+
+  it('lets the next reader retry after a failed fetch', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    await expect(cache.read(block(0), 0, 4, () => Promise.reject(new Error('network down')))).rejects.toThrow('network down');
+    await expect(cache.read(block(0), 0, 4, () => {
+      throw new Error('thrown at once');
+    })).rejects.toThrow('thrown at once');
+    const bytes = await cache.read(block(0), 0, 4, async () => Buffer.from('okay'));
+    expect(bytes.toString()).toBe('okay');
+  });
+});

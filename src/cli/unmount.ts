@@ -1,0 +1,36 @@
+/**
+ * `bucketmount unmount MOUNTPOINT`: asks the kernel to detach a FUSE mount.
+ *
+ * fusermount3 works for unprivileged users; root falls back to umount(8) when
+ * fusermount3 is missing. A running daemon sees the unmount and exits.
+ */
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+import { UsageError } from './config.js';
+
+const execFileAsync = promisify(execFile);
+
+export async function unmount(argv: string[]): Promise<void> {
+  const lazy = argv.includes('--lazy');
+  const positionals = argv.filter((argument) => argument !== '--lazy');
+  const unknown = positionals.find((argument) => argument.startsWith('-'));
+  if (unknown !== undefined) {
+    throw new UsageError(`unknown option ${unknown} for unmount: the only option is --lazy`);
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError('expected one mount point: run "bucketmount unmount MOUNTPOINT [--lazy]"');
+  }
+  const mountpoint = positionals[0] as string;
+
+  try {
+    await execFileAsync('fusermount3', ['-u', ...(lazy ? ['-z'] : []), mountpoint]);
+  } catch (error) {
+    const failure = error as NodeJS.ErrnoException & { stderr?: string };
+    if (failure.code !== 'ENOENT') {
+      throw new Error(`cannot unmount ${mountpoint}: ${(failure.stderr ?? failure.message).trim()}${lazy ? '' : '; if files are still open there, retry with --lazy'}`);
+    }
+    await execFileAsync('umount', [...(lazy ? ['-l'] : []), mountpoint]);
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Typed loader of the C addon in `native/` (libfuse3 low-level API).
+ *
+ * The addon copies each kernel request into a `NativeRequest` and passes it
+ * to `handlers.request` on the main thread; the request is answered later by
+ * exactly one reply method of the `NativeSession`. Only `src/fuse/session.ts`
+ * should use this module.
+ */
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type { Attributes, DirectoryEntry, EntryReply, OpenReply, SetAttributesRequest, StatfsReply } from './types.js';
+
+export interface NativeMountOptions {
+  /** A directory, or `/dev/fd/N` for a /dev/fuse descriptor opened and mounted by a privileged helper. */
+  mountpoint: string;
+  fsName: string;
+  subtype: string;
+  allowOther: boolean;
+  readOnly: boolean;
+  defaultPermissions: boolean;
+  autoUnmount: boolean;
+  /** libfuse prints every request and reply to stderr. */
+  debug: boolean;
+  /** max_read and max_write in bytes, 4096 to 1048576. */
+  maxIoSize: number;
+  maxThreads: number;
+  maxBackground: number;
+  congestionThreshold: number;
+  /** A request JavaScript has not answered after this long gets ETIMEDOUT from the addon. */
+  requestTimeoutMs: number;
+}
+
+export interface NativeRequestContext {
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+interface RequestBase {
+  /** Request handle, passed to exactly one reply method. */
+  id: number;
+  context: NativeRequestContext;
+}
+
+export type NativeRequest =
+  | { op: 'forget'; id: number; ino: number; lookups: number }
+  | { op: 'forgetMulti'; id: number; items: { ino: number; lookups: number }[] }
+  | (RequestBase & { op: 'lookup' | 'unlink' | 'rmdir'; parent: number; name: string })
+  | (RequestBase & { op: 'getattr'; ino: number; fh?: number })
+  | (RequestBase & { op: 'setattr'; ino: number; request: SetAttributesRequest })
+  | (RequestBase & { op: 'opendir' | 'open'; ino: number; flags: number })
+  | (RequestBase & { op: 'readdir' | 'readdirplus' | 'read'; ino: number; fh: number; offset: number; size: number })
+  | (RequestBase & { op: 'releasedir' | 'flush' | 'release'; ino: number; fh: number; flags: number })
+  | (RequestBase & { op: 'fsync'; ino: number; fh: number; dataOnly: boolean })
+  | (RequestBase & { op: 'write'; ino: number; fh: number; offset: number; data: Buffer })
+  | (RequestBase & { op: 'create'; parent: number; name: string; mode: number; flags: number })
+  | (RequestBase & { op: 'mknod'; parent: number; name: string; mode: number; rdev: number })
+  | (RequestBase & { op: 'mkdir'; parent: number; name: string; mode: number })
+  | (RequestBase & { op: 'rename'; parent: number; name: string; newParent: number; newName: string; flags: number })
+  | (RequestBase & { op: 'statfs'; ino: number })
+  | (RequestBase & { op: 'symlink'; parent: number; name: string; target: string })
+  | (RequestBase & { op: 'link'; ino: number; newParent: number; newName: string });
+
+export type NativeOperation = NativeRequest['op'];
+
+/** Connection parameters after the INIT negotiation. */
+export interface NativeInitInfo {
+  protocolMajor: number;
+  protocolMinor: number;
+  maxWrite: number;
+  maxRead: number;
+  maxReadahead: number;
+  maxBackground: number;
+  congestionThreshold: number;
+  /** FUSE_CAP_* bits the kernel offers and the bits requested. */
+  capable: number;
+  want: number;
+  readdirplus: boolean;
+  asyncRead: boolean;
+  parallelDirops: boolean;
+  writebackCache: boolean;
+}
+
+export interface NativeTimeoutInfo {
+  id: number;
+  op: NativeOperation;
+  elapsedMs: number;
+  /** The errno the kernel received (ETIMEDOUT). */
+  errno: number;
+}
+
+export interface NativeLogEntry {
+  level: 'warn' | 'error' | 'info' | 'debug';
+  message: string;
+  /** Positive errno, or 0. */
+  errno: number;
+}
+
+export interface NativeHandlers {
+  request(request: NativeRequest): void;
+  init(info: NativeInitInfo): void;
+  timeout(info: NativeTimeoutInfo): void;
+  log(entry: NativeLogEntry): void;
+  /** libfuse ran its destroy callback (the session had been initialised). Called just before `exit`. */
+  destroy(): void;
+  /** The request loop ended and the session is torn down; `errno` is 0 after a normal unmount. */
+  exit(info: { errno: number }): void;
+}
+
+/**
+ * A mounted session. Each reply method returns true when it answered the
+ * request and false when the addon had already answered it (deadline passed,
+ * or the session closed); it throws for an unknown or already answered id, a
+ * reply that does not fit the operation, or an invalid argument, and in the
+ * last two cases the request is still pending.
+ */
+export interface NativeSession {
+  /** errno 0 is the success reply of unlink, rmdir, rename, flush, release, releasedir and fsync. */
+  replyError(id: number, errno: number): boolean;
+  replyEntry(id: number, entry: EntryReply): boolean;
+  replyCreate(id: number, entry: EntryReply, open: OpenReply): boolean;
+  replyAttr(id: number, attr: Attributes, timeoutSeconds: number): boolean;
+  replyOpen(id: number, open: OpenReply): boolean;
+  replyBuffer(id: number, data: Uint8Array): boolean;
+  replyWrite(id: number, count: number): boolean;
+  replyStatfs(id: number, statfs: StatfsReply): boolean;
+  /** Ends a forget or forgetMulti request. */
+  replyNone(id: number): boolean;
+  /**
+   * Packs `entries` in order into `size` bytes and returns how many the
+   * kernel received, or false for a late reply.
+   */
+  replyDirectory(id: number, size: number, entries: readonly DirectoryEntry[], plus: boolean): number | false;
+  /** Starts the unmount and returns at once; `handlers.exit` follows. Idempotent. */
+  unmount(): void;
+  readonly state: 'mounted' | 'unmounting' | 'closed';
+}
+
+export interface NativeAddon {
+  mount(options: NativeMountOptions, handlers: NativeHandlers): NativeSession;
+  libfuseVersion: string;
+}
+
+const ADDON_RELATIVE_PATH = 'native/build/Release/bucketmount_fuse.node';
+
+/** Finds the repository root (the directory with package.json and native/) above this file, in `src/fuse/` or `dist/src/fuse/`. */
+function findRepositoryRoot(): string {
+  let directory = path.dirname(fileURLToPath(import.meta.url));
+  for (let level = 0; level < 5; level += 1) {
+    if (existsSync(path.join(directory, 'package.json')) && existsSync(path.join(directory, 'native'))) return directory;
+    directory = path.dirname(directory);
+  }
+  throw new Error(`cannot find the bucketmount repository root above ${fileURLToPath(import.meta.url)}`);
+}
+
+/** Loads the addon (require caches it); throws with the build command when it has not been built. */
+export function loadNativeAddon(): NativeAddon {
+  const root = findRepositoryRoot();
+  const addonPath = path.join(root, ADDON_RELATIVE_PATH);
+  if (!existsSync(addonPath)) {
+    throw new Error(
+      `the FUSE addon ${addonPath} is missing; build it with \`npm run build:native\` ` +
+        '(needs libfuse3-dev, pkg-config and a C compiler)',
+    );
+  }
+
+  const require = createRequire(import.meta.url);
+  return require(addonPath) as NativeAddon;
+}

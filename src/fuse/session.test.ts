@@ -1,0 +1,461 @@
+/**
+ * Real kernel mounts of a small in-memory filesystem through the addon. All
+ * file calls on the mount run in child processes (python3), so the event
+ * loop that answers the requests is never blocked by a caller waiting on it.
+ */
+
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
+import { openSync, closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { Errno } from '../fs/errno.js';
+import { loadNativeAddon, type NativeRequest, type NativeSession } from './native.js';
+import { FuseSession, MAX_IO_SIZE, type FuseMountOptions, type FuseOperation } from './session.js';
+import { MemoryFilesystem, type MemoryFilesystemFaults } from './testing/memory-filesystem.js';
+import { ROOT_INODE } from './types.js';
+
+const execFileAsync = promisify(execFile);
+const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Upper bound for one child process; a hang fails the test instead of blocking it. */
+const CHILD_TIMEOUT_MS = 30_000;
+const MOUNT_TEST_TIMEOUT_MS = 90_000;
+
+interface Mounted {
+  session: FuseSession;
+  filesystem: MemoryFilesystem;
+  mountpoint: string;
+  logLines: Record<string, unknown>[];
+  operationsDone: { op: FuseOperation; errno: number }[];
+}
+
+const mountpoints: string[] = [];
+const sessions: FuseSession[] = [];
+const children: ChildProcess[] = [];
+
+function newMountpoint(): string {
+  const directory = mkdtempSync(path.join(tmpdir(), 'bucketmount-fuse-'));
+  mountpoints.push(directory);
+  return directory;
+}
+
+function capturingLogger(lines: Record<string, unknown>[]): pino.Logger {
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split('\n')) {
+        if (line.trim() !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      }
+      callback();
+    },
+  });
+  return pino({ level: 'debug' }, stream);
+}
+
+async function mountMemory(filesystem: MemoryFilesystem, overrides: Partial<FuseMountOptions> = {}): Promise<Mounted> {
+  const mountpoint = newMountpoint();
+  const logLines: Record<string, unknown>[] = [];
+  const operationsDone: { op: FuseOperation; errno: number }[] = [];
+  const session = await FuseSession.mount(
+    {
+      mountpoint,
+      fsName: 'memory',
+      subtype: 'bucketmount-test',
+      allowOther: false,
+      readOnly: false,
+      debug: false,
+      requestTimeoutMs: 20_000,
+      maxThreads: 4,
+      onOperationDone: (op, errno) => operationsDone.push({ op, errno }),
+      ...overrides,
+    },
+    filesystem,
+    capturingLogger(logLines),
+  );
+  sessions.push(session);
+  return { session, filesystem, mountpoint, logLines, operationsDone };
+}
+
+/** Runs a Python program in a child process and returns its stdout. */
+async function python(program: string, ...args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync('python3', ['-c', program, ...args], { timeout: CHILD_TIMEOUT_MS, killSignal: 'SIGKILL' });
+  return stdout;
+}
+
+/** Runs `operation` on `path` in a child and returns the errno it failed with, or 0. */
+const ERRNO_PROGRAM = `
+import os, sys
+operation, target = sys.argv[1], sys.argv[2]
+try:
+    if operation == 'stat': os.stat(target)
+    elif operation == 'open': os.close(os.open(target, os.O_RDONLY))
+    elif operation == 'rmdir': os.rmdir(target)
+    elif operation == 'symlink': os.symlink('/etc/hostname', target)
+    print(0)
+except OSError as error:
+    print(error.errno)
+`;
+
+async function errnoOfChild(operation: string, target: string): Promise<number> {
+  return Number((await python(ERRNO_PROGRAM, operation, target)).trim());
+}
+
+function isMounted(mountpoint: string): boolean {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .some((line) => line.split(' ')[1] === mountpoint);
+}
+
+/** Polls /proc/mounts until `mountpoint` is gone; returns false if it is still there at the deadline. */
+async function waitUntilUnmounted(mountpoint: string, deadlineMs: number): Promise<boolean> {
+  const deadline = Date.now() + deadlineMs;
+  while (Date.now() < deadline) {
+    if (!isMounted(mountpoint)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return !isMounted(mountpoint);
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  await Promise.all(
+    sessions.splice(0).map((session) => Promise.race([session.unmount(), new Promise((resolve) => setTimeout(resolve, 10_000))])),
+  );
+  for (const mountpoint of mountpoints.splice(0)) {
+    if (isMounted(mountpoint)) await execFileAsync('fusermount3', ['-u', '-z', mountpoint]).catch(() => undefined);
+    rmSync(mountpoint, { recursive: true, force: true });
+  }
+});
+
+describe('FuseSession on a real mount', () => {
+  it('serves stat, read and statfs', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem();
+    filesystem.addFile(ROOT_INODE, 'hello.txt', Buffer.from('hello world\n'));
+    const { mountpoint, session } = await mountMemory(filesystem);
+
+    const output = await python(
+      `
+import os, sys, json
+root = sys.argv[1]
+info = os.stat(os.path.join(root, 'hello.txt'))
+with open(os.path.join(root, 'hello.txt')) as f: text = f.read()
+fs = os.statvfs(root)
+print(json.dumps({'size': info.st_size, 'mode': info.st_mode, 'text': text, 'blocks': fs.f_blocks, 'namemax': fs.f_namemax}))
+`,
+      mountpoint,
+    );
+    const result = JSON.parse(output) as Record<string, unknown>;
+
+    expect(result.size).toBe(12);
+    expect(result.mode).toBe(0o100644);
+    expect(result.text).toBe('hello world\n');
+    expect(result.blocks).toBe(1024);
+    expect(result.namemax).toBe(255);
+    expect(session.connection.maxWrite).toBe(MAX_IO_SIZE);
+    expect(session.connection.readdirplus).toBe(true);
+    expect(session.connection.writebackCache).toBe(false);
+  });
+
+  it('lists 1500 entries through readdirplus once each', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem();
+    const directory = filesystem.addDirectory(ROOT_INODE, 'many');
+    const expected: string[] = [];
+    for (let i = 0; i < 1500; i += 1) {
+      const name = `object-${String(i).padStart(5, '0')}-with-a-longer-name.csv`;
+      expected.push(name);
+      filesystem.addFile(directory, name, Buffer.alloc(0));
+    }
+    const { mountpoint } = await mountMemory(filesystem);
+
+    const output = await python('import os, sys, json; print(json.dumps(os.listdir(os.path.join(sys.argv[1], "many"))))', mountpoint);
+    const listed = JSON.parse(output) as string[];
+
+    expect(listed.length).toBe(1500);
+    expect(new Set(listed).size).toBe(1500);
+    expect([...listed].sort()).toEqual(expected);
+
+    const batches = filesystem.readdirBatches.filter((batch) => batch.count > 0);
+    expect(batches.every((batch) => batch.plus)).toBe(true);
+    expect(batches.length).toBeGreaterThan(2);
+
+    // Every entry the kernel received through readdirplus was accepted exactly once.
+    expect(filesystem.acceptedNames.length).toBe(1500);
+    expect(new Set(filesystem.acceptedNames).size).toBe(1500);
+  });
+
+  it('reads 3 MiB in 1 MiB requests', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const data = randomBytes(3 * MAX_IO_SIZE);
+    const filesystem = new MemoryFilesystem({ directIoFiles: new Set(['direct.bin']) });
+    filesystem.addFile(ROOT_INODE, 'direct.bin', data);
+    filesystem.addFile(ROOT_INODE, 'cached.bin', data);
+    const { mountpoint } = await mountMemory(filesystem);
+
+    const program = `
+import hashlib, sys
+with open(sys.argv[1], 'rb', buffering=0) as f:
+    chunks = []
+    while True:
+        chunk = f.read(4 * 1024 * 1024)
+        if not chunk: break
+        chunks.append(chunk)
+print(hashlib.sha256(b''.join(chunks)).hexdigest())
+`;
+    const directHash = (await python(program, path.join(mountpoint, 'direct.bin'))).trim();
+    expect(directHash).toBe(sha256(data));
+    expect(Math.max(...filesystem.readSizes)).toBe(MAX_IO_SIZE);
+
+    filesystem.readSizes.length = 0;
+    const cachedHash = (await python(program, path.join(mountpoint, 'cached.bin'))).trim();
+    expect(cachedHash).toBe(sha256(data));
+    // Buffered reads depend on the readahead window that mount() raised to 1 MiB.
+    expect(Math.max(...filesystem.readSizes)).toBe(MAX_IO_SIZE);
+  });
+
+  it('writes a new file in requests of up to 1 MiB', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem();
+    const { mountpoint } = await mountMemory(filesystem);
+    const data = randomBytes(2.5 * MAX_IO_SIZE);
+    const sourceDirectory = newMountpoint();
+    const source = path.join(sourceDirectory, 'source.bin');
+    await import('node:fs/promises').then((fs) => fs.writeFile(source, data));
+
+    await python(
+      `
+import sys
+data = open(sys.argv[1], 'rb').read()
+with open(sys.argv[2], 'wb', buffering=0) as f:
+    f.write(data)
+`,
+      source,
+      path.join(mountpoint, 'written.bin'),
+    );
+
+    const written = filesystem.contentOf(ROOT_INODE, 'written.bin');
+    expect(written).toBeDefined();
+    expect(sha256(written!)).toBe(sha256(data));
+    expect(Math.max(...filesystem.writeSizes)).toBe(MAX_IO_SIZE);
+  });
+
+  it('answers an unanswered request after the deadline', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem({ hangingLookups: new Set(['hang']) });
+    filesystem.addFile(ROOT_INODE, 'hello.txt', Buffer.from('hello\n'));
+    const { mountpoint, logLines, operationsDone } = await mountMemory(filesystem, { requestTimeoutMs: 1_000 });
+
+    const error = await errnoOfChild('stat', path.join(mountpoint, 'hang'));
+    expect(error).toBe(Errno.ETIMEDOUT);
+
+    const timeoutLog = logLines.find((line) => line.msg === 'filesystem operation did not finish before the request deadline; the kernel got ETIMEDOUT');
+    expect(timeoutLog?.op).toBe('lookup');
+    expect(operationsDone).toContainEqual({ op: 'lookup', errno: Errno.ETIMEDOUT });
+
+    // The late result is dropped without an exception, and the mount keeps working.
+    expect(filesystem.releaseHangingLookups()).toBe(1);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(logLines.some((line) => line.msg === 'dropped a reply that arrived after the request deadline')).toBe(true);
+    expect(await errnoOfChild('stat', path.join(mountpoint, 'hello.txt'))).toBe(0);
+  });
+
+  it('propagates ENOENT, EACCES, ENOTEMPTY and EPERM', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem({ deniedOpens: new Set(['secret.txt']) });
+    filesystem.addFile(ROOT_INODE, 'secret.txt', Buffer.from('secret\n'));
+    const full = filesystem.addDirectory(ROOT_INODE, 'full');
+    filesystem.addFile(full, 'child.txt', Buffer.from('x'));
+    const { mountpoint, logLines } = await mountMemory(filesystem);
+
+    expect(await errnoOfChild('stat', path.join(mountpoint, 'missing.txt'))).toBe(Errno.ENOENT);
+    expect(await errnoOfChild('open', path.join(mountpoint, 'secret.txt'))).toBe(Errno.EACCES);
+    expect(await errnoOfChild('rmdir', path.join(mountpoint, 'full'))).toBe(Errno.ENOTEMPTY);
+    expect(await errnoOfChild('symlink', path.join(mountpoint, 'link'))).toBe(Errno.EPERM);
+
+    const failures = logLines.filter((line) => line.msg === 'filesystem operation failed');
+    const levelOf = (op: string): unknown => failures.find((line) => line.op === op)?.level;
+    expect(levelOf('lookup')).toBe(20);
+    expect(levelOf('open')).toBe(40);
+    expect(levelOf('rmdir')).toBe(20);
+  });
+
+  it('unmounts idempotently', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const { session, mountpoint } = await mountMemory(new MemoryFilesystem());
+    expect(isMounted(mountpoint)).toBe(true);
+
+    await Promise.all([session.unmount(), session.unmount()]);
+    await session.unmount();
+
+    expect(isMounted(mountpoint)).toBe(false);
+    await expect(session.closed).resolves.toBeUndefined();
+  });
+
+  it('closes when unmounted from outside', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const { session, mountpoint } = await mountMemory(new MemoryFilesystem());
+
+    await execFileAsync('fusermount3', ['-u', mountpoint]);
+
+    await session.closed;
+    expect(isMounted(mountpoint)).toBe(false);
+  });
+
+  it('serves a /dev/fuse descriptor mounted elsewhere', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const mountpoint = newMountpoint();
+    const descriptor = openSync('/dev/fuse', 'r+');
+    try {
+      // The child plays the privileged helper: it mounts with the descriptor it inherited as fd 3.
+      const helper = spawn(
+        'python3',
+        [
+          '-c',
+          `
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+options = b'fd=3,rootmode=40000,user_id=0,group_id=0'
+if libc.mount(b'memory', sys.argv[1].encode(), b'fuse.bucketmount-test', 6, options) != 0:
+    raise OSError(ctypes.get_errno(), 'mount failed')
+`,
+          mountpoint,
+        ],
+        { stdio: ['ignore', 'inherit', 'inherit', descriptor], timeout: CHILD_TIMEOUT_MS },
+      );
+      const [code] = (await once(helper, 'exit')) as [number | null];
+      expect(code).toBe(0);
+      expect(isMounted(mountpoint)).toBe(true);
+
+      const filesystem = new MemoryFilesystem();
+      filesystem.addFile(ROOT_INODE, 'hello.txt', Buffer.from('hello\n'));
+      const session = await FuseSession.mount(
+        { mountpoint: `/dev/fd/${descriptor}`, fsName: 'memory', subtype: 'bucketmount-test', allowOther: false, readOnly: false, debug: false, requestTimeoutMs: 20_000, maxThreads: 2 },
+        filesystem,
+        capturingLogger([]),
+      );
+      sessions.push(session);
+
+      expect((await python('import sys; print(open(sys.argv[1]).read(), end="")', path.join(mountpoint, 'hello.txt')))).toBe('hello\n');
+
+      // The helper owns the mount point: unmounting it ends the session.
+      await execFileAsync('umount', ['-l', mountpoint]);
+      await session.closed;
+    } finally {
+      // libfuse closed the descriptor in fuse_session_destroy when the session got that far.
+      try {
+        closeSync(descriptor);
+      } catch {
+        // Already closed by libfuse.
+      }
+    }
+  });
+
+  it('leaves no dead mount after kill -9', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const mountpoint = newMountpoint();
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repositoryRoot, 'src/fuse/testing/mount-child.ts'), mountpoint], {
+      cwd: repositoryRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(child);
+
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (chunk: Buffer) => {
+        if (chunk.toString().includes('ready')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`mount child exited with ${code} before it was ready`)));
+    });
+    expect(isMounted(mountpoint)).toBe(true);
+    expect((await python('import sys; print(open(sys.argv[1]).read(), end="")', path.join(mountpoint, 'hello.txt')))).toBe('hello\n');
+
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+
+    expect(await waitUntilUnmounted(mountpoint, 10_000)).toBe(true);
+    const { stdout } = await execFileAsync('stat', ['-c', '%F', mountpoint], { timeout: CHILD_TIMEOUT_MS });
+    expect(stdout.trim()).toBe('directory');
+  });
+});
+
+describe('native reply methods', () => {
+  it('validate request handles and reply kinds', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const mountpoint = newMountpoint();
+    const getattrRequests: NativeRequest[] = [];
+    let session: NativeSession | undefined;
+    let resolveExit!: () => void;
+    const exited = new Promise<void>((resolve) => {
+      resolveExit = resolve;
+    });
+    let resolveInit!: () => void;
+    const initialised = new Promise<void>((resolve) => {
+      resolveInit = resolve;
+    });
+    let resolveGetattr!: () => void;
+    const gotGetattr = new Promise<void>((resolve) => {
+      resolveGetattr = resolve;
+    });
+
+    session = loadNativeAddon().mount(
+      {
+        mountpoint,
+        fsName: 'native-test',
+        subtype: 'bucketmount-test',
+        allowOther: false,
+        readOnly: false,
+        defaultPermissions: false,
+        autoUnmount: true,
+        debug: false,
+        maxIoSize: MAX_IO_SIZE,
+        maxThreads: 2,
+        maxBackground: 16,
+        congestionThreshold: 12,
+        requestTimeoutMs: 20_000,
+      },
+      {
+        request: (request) => {
+          if (request.op === 'getattr') {
+            getattrRequests.push(request);
+            resolveGetattr();
+          } else if (request.op === 'forget' || request.op === 'forgetMulti') {
+            session!.replyNone(request.id);
+          } else {
+            session!.replyError(request.id, Errno.ENOSYS);
+          }
+        },
+        init: () => resolveInit(),
+        timeout: () => undefined,
+        log: () => undefined,
+        destroy: () => undefined,
+        exit: () => resolveExit(),
+      },
+    );
+    await initialised;
+
+    const statResult = python('import os, sys; print(oct(os.stat(sys.argv[1]).st_mode))', mountpoint);
+    await gotGetattr;
+    const id = getattrRequests[0]!.id;
+    const now = Date.now();
+    const attr = { ino: 1, mode: 0o40755, nlink: 2, uid: 0, gid: 0, size: 0, atimeMs: now, mtimeMs: now, ctimeMs: now };
+
+    expect(() => session.replyOpen(id, { fh: 1 })).toThrow(/cannot answer a getattr request/);
+    expect(() => session.replyAttr(id, { ...attr, size: -1 }, 1)).toThrow(TypeError);
+    expect(() => session.replyError(id, 0)).toThrow(/cannot answer a getattr request/);
+    expect(() => session.replyAttr(id + 1, attr, 1)).toThrow(/unknown or was already answered/);
+    expect(session.replyAttr(id, attr, 1)).toBe(true);
+    expect(() => session.replyAttr(id, attr, 1)).toThrow(/unknown or was already answered/);
+    expect(() => session.replyError(Number.NaN, 5)).toThrow(TypeError);
+    expect(() => session.replyError.call({}, id, 5)).toThrow(TypeError);
+
+    expect((await statResult).trim()).toBe('0o40755');
+
+    session.unmount();
+    session.unmount();
+    await exited;
+    expect(session.state).toBe('closed');
+    expect(isMounted(mountpoint)).toBe(false);
+  });
+});

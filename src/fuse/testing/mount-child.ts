@@ -1,0 +1,27 @@
+/**
+ * A daemon process for the kill -9 test: mounts a MemoryFilesystem at the
+ * directory given as the first argument, prints "ready" on stdout, and serves
+ * until it is killed.
+ */
+
+import { pino } from 'pino';
+
+import { FuseSession } from '../session.js';
+import { MemoryFilesystem } from './memory-filesystem.js';
+
+const mountpoint = process.argv[2];
+if (mountpoint === undefined) {
+  process.stderr.write('usage: mount-child.ts MOUNTPOINT\n');
+  process.exit(2);
+}
+
+const filesystem = new MemoryFilesystem();
+filesystem.addFile(1, 'hello.txt', Buffer.from('hello\n'));
+
+const logger = pino({ level: 'warn' }, pino.destination(2));
+await FuseSession.mount(
+  { mountpoint, fsName: 'memory', subtype: 'bucketmount-test', allowOther: false, readOnly: false, debug: false, requestTimeoutMs: 30_000, maxThreads: 2, autoUnmount: true },
+  filesystem,
+  logger,
+);
+process.stdout.write('ready\n');

@@ -1,0 +1,144 @@
+import { describe, expect, it } from 'vitest';
+
+import { BlockCache } from '../cache/block-cache.js';
+import { Errno } from '../fs/errno.js';
+import { context, ControlledStore, createTestMount, errnoOfRejection, MiB, O_RDONLY, patternBytes, settle, silentLogger } from '../fs/test-support.js';
+import { MemoryStore } from '../store/memory.js';
+import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader } from './reader.js';
+
+const KiB = 1024;
+
+function newReader(options: { size: number; blockSize?: number; maxReadahead?: number; readConcurrency?: number }) {
+  const memory = new MemoryStore();
+  const data = patternBytes(options.size);
+  const info = memory.putRaw('object.bin', data);
+  const store = new ControlledStore(memory);
+  const reader = new ObjectReader({
+    store,
+    cache: new BlockCache({ maxBytes: 256 * MiB }),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    key: info.key,
+    version: info.version,
+    size: info.size,
+    blockSize: options.blockSize ?? 1 * MiB,
+    maxReadahead: options.maxReadahead ?? 16 * MiB,
+    readConcurrency: options.readConcurrency ?? 8,
+  });
+  const gets = () => store.calls.filter((call) => call.operation === 'get').map((call) => (call.detail as { range: { start: number; end: number } }).range);
+  return { memory, store, reader, data, gets };
+}
+
+describe('ObjectReader', () => {
+  it('answers the first read with one small aligned GET', async () => {
+    const { reader, data, gets } = newReader({ size: 20 * MiB, blockSize: 8 * MiB });
+    const bytes = await reader.read(4 * KiB, 4 * KiB);
+    expect(bytes.equals(data.subarray(4 * KiB, 8 * KiB))).toBe(true);
+    expect(gets()).toEqual([{ start: 0, end: FETCH_ALIGNMENT }]);
+  });
+
+  it('reads a small file with one GET', async () => {
+    const { reader, data, gets } = newReader({ size: 10 * KiB });
+    expect((await reader.read(0, 128 * KiB)).equals(data)).toBe(true);
+    expect(await reader.read(10 * KiB, 128 * KiB)).toHaveLength(0);
+    expect(gets()).toHaveLength(1);
+  });
+
+  it('grows the readahead window for sequential reads and resets it on a random read', async () => {
+    const { reader, data, gets } = newReader({ size: 64 * MiB, maxReadahead: 8 * MiB });
+    const chunk = 128 * KiB;
+    const windows: number[] = [];
+    for (let offset = 0; offset < 8 * chunk; offset += chunk) {
+      const bytes = await reader.read(offset, chunk);
+      expect(bytes.equals(data.subarray(offset, offset + chunk))).toBe(true);
+      windows.push(reader.readaheadWindow);
+    }
+    expect(windows).toEqual([INITIAL_WINDOW, 2 * MiB, 4 * MiB, 8 * MiB, 8 * MiB, 8 * MiB, 8 * MiB, 8 * MiB]);
+    await settle();
+
+    // Readahead fetched whole blocks past the reader.
+    const furthest = Math.max(...gets().map((range) => range.end));
+    expect(furthest).toBeGreaterThanOrEqual(8 * MiB);
+
+    await reader.read(50 * MiB, chunk);
+    expect(reader.readaheadWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('tolerates out-of-order reads near the stream end without resetting', async () => {
+    const { reader, data } = newReader({ size: 16 * MiB });
+    const chunk = 128 * KiB;
+    for (const index of [0, 1, 3, 2, 5, 4, 6]) {
+      const bytes = await reader.read(index * chunk, chunk);
+      expect(bytes.equals(data.subarray(index * chunk, (index + 1) * chunk))).toBe(true);
+    }
+    expect(reader.readaheadWindow).toBeGreaterThan(INITIAL_WINDOW * 8);
+  });
+
+  it('fetches only around a random read', async () => {
+    const { reader, gets } = newReader({ size: 64 * MiB, blockSize: 8 * MiB });
+    await reader.read(30 * MiB + 10, 100);
+    await reader.read(5 * MiB, 100);
+    await settle();
+    expect(gets()).toEqual([
+      { start: 30 * MiB, end: 31 * MiB },
+      { start: 5 * MiB, end: 6 * MiB },
+    ]);
+  });
+
+  it('fails with a precondition error once the object is replaced', async () => {
+    const { memory, reader } = newReader({ size: 4 * MiB });
+    await reader.read(0, 4 * KiB);
+    memory.putRaw('object.bin', 'replaced');
+    await expect(reader.read(3 * MiB, 4 * KiB)).rejects.toMatchObject({ name: 'PreconditionFailedError' });
+  });
+});
+
+describe('read path through the filesystem', () => {
+  it('returns ESTALE after a foreign overwrite of an open file', async () => {
+    const { memory, mount, fs } = createTestMount({ config: { blockSize: 256 * KiB } });
+    const data = patternBytes(4 * MiB);
+    memory.putRaw('pinned.bin', data);
+    const file = await mount.open('pinned.bin', O_RDONLY);
+
+    expect((await fs.read(file.ino, file.fh, 0, 64 * KiB, context)).equals(data.subarray(0, 64 * KiB))).toBe(true);
+    memory.putRaw('pinned.bin', patternBytes(4 * MiB, 99));
+    expect(await errnoOfRejection(fs.read(file.ino, file.fh, 3 * MiB, 64 * KiB, context))).toBe(Errno.ESTALE);
+    await fs.release(file.ino, file.fh, 0);
+
+    // A new open sees the new version.
+    expect((await mount.readFile('pinned.bin')).equals(patternBytes(4 * MiB, 99))).toBe(true);
+  });
+
+  it('re-pins a version taken from stale cached metadata before any byte is read', async () => {
+    const { memory, mount } = createTestMount();
+    memory.putRaw('f', 'first version');
+    await mount.stat('f');
+    memory.putRaw('f', 'second version');
+    expect((await mount.readFile('f')).toString()).toBe('second version');
+  });
+
+  it('passes the pinned version with every GET', async () => {
+    const { memory, mount, store } = createTestMount({ config: { blockSize: 64 * KiB } });
+    const info = memory.putRaw('v.bin', patternBytes(1 * MiB));
+    await mount.readFile('v.bin');
+    const gets = store.calls.filter((call) => call.operation === 'get');
+    expect(gets.length).toBeGreaterThan(1);
+    for (const call of gets) expect((call.detail as { ifVersion?: string }).ifVersion).toBe(info.version);
+  });
+
+  it('serves two handles reading one block with one GET', async () => {
+    const { memory, mount, store, fs } = createTestMount();
+    memory.putRaw('shared.bin', patternBytes(512 * KiB));
+    const first = await mount.open('shared.bin', O_RDONLY);
+    const second = await mount.open('shared.bin', O_RDONLY);
+
+    store.hold((operation) => operation === 'get');
+    const reads = Promise.all([fs.read(first.ino, first.fh, 0, 4096, context), fs.read(second.ino, second.fh, 0, 4096, context)]);
+    await settle();
+    expect(store.held).toBe(1);
+    store.release();
+    const [a, b] = await reads;
+    expect(a.equals(b)).toBe(true);
+    expect(store.count('get')).toBe(1);
+  });
+});
