@@ -8,7 +8,7 @@ function block(index: number, version = 'v1'): BlockId {
   return { key: 'object', version, index };
 }
 
-/** A fetcher that records calls and resolves when the test says so. */
+/** Creates a fetcher that records calls and resolves each one when the test calls its `resolve`. */
 function controlledFetcher() {
   const calls: { start: number; end: number; resolve: () => void }[] = [];
   const fetch = (start: number, end: number) =>

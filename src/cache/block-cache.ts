@@ -3,11 +3,11 @@
  *
  * A block is the range `[index * blockSize, (index + 1) * blockSize)` of one
  * version of one object, keyed by `${key}\u0000${version}\u0000${index}`, so a
- * new version of an object never hits blocks of the old one. An entry holds
- * one contiguous range of its block, not necessarily all of it: a reader that
- * needs little (the first read of a file, a random read) fetches only that,
- * and a later reader that needs more fetches only what the entry lacks (at
- * most two ranges, one before and one after it) and the entry grows.
+ * new version of an object never hits blocks of the old one. An entry contains
+ * one contiguous range of its block, not necessarily all of it. A reader that
+ * needs little (the first read of a file, a random read) fetches only that.
+ * A later reader that needs more fetches only what the entry lacks, at most
+ * two ranges (one before it and one after it), and the entry grows.
  *
  * At most one fetch per block is in flight. Concurrent readers of a block wait
  * for that fetch and then take its bytes, or extend them when they need more.
@@ -109,7 +109,7 @@ export class BlockCache {
     }
   }
 
-  /** Whether bytes `[start, end)` of the block are cached or being fetched. */
+  /** Returns whether bytes `[start, end)` of the block are cached or being fetched. */
   covers(id: BlockId, start: number, end: number): boolean {
     const cacheKey = blockCacheKey(id);
     const cached = this.blocks.peek(cacheKey);

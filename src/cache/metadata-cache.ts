@@ -3,11 +3,11 @@
  * lookups for one mount.
  *
  * Entries expire `ttlMs` after they were stored, read from an injected clock.
- * A fresh listing of a directory answers lookups of its children too: a name
- * in it exists, a name missing from it does not. The mount's own changes
+ * A fresh listing of a directory also resolves lookups of its children: a
+ * name in it exists, and a name missing from it does not. The mount's own changes
  * (create, upload, unlink, mkdir, rmdir, rename) update the entry and the
  * cached listing of its parent at once, so they are visible without waiting
- * for expiry; other writers' changes show once the TTL has passed.
+ * for expiry. Other writers' changes show once the TTL has passed.
  *
  * Both maps are bounded LRUs: entries by count, listings by total number of
  * names, so that listing a huge directory cannot take unbounded memory.
@@ -67,7 +67,7 @@ export class MetadataCache {
     return listing.get(baseNameOf(path)) ?? 'missing';
   }
 
-  /** A fresh listing of a directory: names to entries. Callers must not change it. */
+  /** Returns a fresh listing of a directory (names to entries), which callers must not change. */
   listing(path: string): ReadonlyMap<string, CachedEntry> | undefined {
     return this.fresh(this.listings.get(path));
   }
@@ -89,7 +89,7 @@ export class MetadataCache {
     this.entries.set(path, this.stamp(entry));
   }
 
-  /** Records a local change: the path now holds `entry`. */
+  /** Records a local change: the path now contains `entry`. */
   storeEntry(path: string, entry: CachedEntry): void {
     this.changeCount += 1;
     this.updateParentListing(path, entry);
@@ -106,7 +106,7 @@ export class MetadataCache {
     this.entries.set(path, this.stamp('missing'));
   }
 
-  /** Forgets what is known about one path, so that the next lookup asks the store. */
+  /** Forgets what is cached about one path, so that the next lookup requests it from the store. */
   invalidate(path: string): void {
     this.changeCount += 1;
     this.entries.delete(path);

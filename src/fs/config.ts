@@ -26,7 +26,11 @@ export interface FilesystemConfig {
   readOnly: boolean;
   attrTimeoutSeconds: number;
   entryTimeoutSeconds: number;
-  /** How long the kernel may remember that a name does not exist. */
+  /**
+   * How long the kernel may remember that a name does not exist.
+   * NOTE: not applied yet, because `FilesystemOperations.lookup` has no reply
+   * for a negative entry; this mount's own negative cache uses `metadataTtlMs`.
+   */
   negativeTimeoutSeconds: number;
   /** Lifetime of cached object metadata, directory listings and negative lookups. */
   metadataTtlMs: number;
@@ -56,7 +60,7 @@ export function defaultFilesystemConfig(): FilesystemConfig {
   return {
     // The whole bucket, unless the operator mounts one prefix of it.
     prefix: '',
-    // The daemon's own identity, so that files look owned by whoever runs it.
+    // The daemon's own identity, so that files appear owned by the user the daemon runs as.
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     // Objects carry no POSIX permissions; these are the usual umask 022 results.

@@ -11,8 +11,8 @@
  *   logged per key at debug and counted per listing at info.
  *
  * Listings use the delimiter '/' and follow continuation tokens to the end.
- * Lookups of one name run a HEAD of the file key and a one-key listing of the
- * directory prefix in parallel; the directory wins when both exist.
+ * A lookup of one name sends a HEAD of the file key and a one-key listing of
+ * the directory prefix in parallel. When both exist, the directory wins.
  */
 
 import type { Logger } from 'pino';
@@ -149,7 +149,7 @@ export class DirectoryModel {
     return page.objects.length + page.prefixes.length > 0;
   }
 
-  /** Whether a directory holds any key besides its own marker, including keys that cannot be shown. */
+  /** Returns whether a directory has no key besides its own marker, counting keys that cannot be shown as entries. */
   async isEmpty(path: string): Promise<boolean> {
     const directoryPrefix = this.keys.directoryPrefix(path);
     const page = await this.store.list({ prefix: directoryPrefix, maxKeys: 2, signal: this.signal });

@@ -270,6 +270,21 @@ describe('attributes', () => {
     expect(memory.getRaw('f')?.toString()).toBe('abc');
   });
 
+  it('getattr shows a foreign change after the TTL', async () => {
+    const { memory, mount, fs, clock } = createTestMount({ config: { metadataTtlMs: 1000 } });
+    memory.putRaw('f', 'abc');
+    const ino = await mount.lookup('f');
+    memory.putRaw('f', 'abcdef');
+
+    expect((await fs.getattr(ino, undefined, context)).attr.size).toBe(3);
+    clock.advance(1001);
+    expect((await fs.getattr(ino, undefined, context)).attr.size).toBe(6);
+
+    await memory.delete('f');
+    clock.advance(1001);
+    expect(await errnoOfRejection(fs.getattr(ino, undefined, context))).toBe(Errno.ENOENT);
+  });
+
   it('replies with the configured timeouts', async () => {
     const { memory, fs } = createTestMount({ config: { attrTimeoutSeconds: 7, entryTimeoutSeconds: 9 } });
     memory.putRaw('f', 'x');

@@ -54,6 +54,7 @@ import { MetadataCache, type CachedEntry } from '../cache/metadata-cache.js';
 import { ObjectReader } from '../read/reader.js';
 import { MemoryBudget } from '../write/memory-budget.js';
 import { planPartSizes, type PartSizePlan } from '../write/part-size.js';
+import { PendingAborts } from '../write/pending-aborts.js';
 import { FileWriter } from '../write/writer.js';
 import { resolveFilesystemConfig, type FilesystemConfig } from './config.js';
 import { DirectoryModel } from './directory.js';
@@ -62,7 +63,7 @@ import { InodeTable, type Inode } from './inodes.js';
 import { childPath, invalidNameReason, isSameOrDescendant, KeyMapper, parentPathOf } from './names.js';
 import { runWithConcurrency } from './concurrency.js';
 
-const { O_WRONLY, O_RDWR, O_TRUNC, O_APPEND, O_EXCL, S_IFMT, S_IFREG, S_IFDIR } = fsConstants;
+const { O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC, O_APPEND, O_EXCL, S_IFMT, S_IFREG, S_IFDIR } = fsConstants;
 /** Access mode bits of open flags; Node.js does not export O_ACCMODE. */
 const O_ACCMODE = 3;
 
@@ -146,6 +147,8 @@ export class BucketFilesystem implements FilesystemOperations {
   private readonly directories: DirectoryModel;
   private readonly blocks: BlockCache;
   private readonly budget: MemoryBudget;
+  /** Failed multipart uploads whose abort must be retried; shared by every writer of this mount. */
+  private readonly pendingAborts: PendingAborts;
   private readonly plan: PartSizePlan;
   private readonly maxReadahead: number;
   private readonly mountedAtMs: number;
@@ -157,6 +160,8 @@ export class BucketFilesystem implements FilesystemOperations {
   /** One writer per inode with at least one handle open for writing; removed at the last release of those handles. */
   private readonly writers = new Map<number, WriterEntry>();
   private shutdownPromise: Promise<void> | undefined;
+  /** Resolves a draining shutdown once the last file open for writing is released. */
+  private onWritersIdle: (() => void) | undefined;
 
   constructor(options: BucketFilesystemOptions) {
     this.config = resolveFilesystemConfig(options.config);
@@ -178,6 +183,7 @@ export class BucketFilesystem implements FilesystemOperations {
     const cacheBytes = Math.floor(this.config.memoryLimitBytes / 2);
     this.blocks = new BlockCache({ maxBytes: cacheBytes });
     this.budget = new MemoryBudget(this.config.memoryLimitBytes - cacheBytes);
+    this.pendingAborts = new PendingAborts({ store: this.store, logger: this.logger });
     this.maxReadahead = Math.max(this.config.blockSize, Math.min(this.config.maxReadahead, Math.floor(cacheBytes / 4)));
     this.plan = planPartSizes(this.store.limits, this.config.partSize);
   }
@@ -295,7 +301,9 @@ export class BucketFilesystem implements FilesystemOperations {
   // Files
 
   async open(ino: number, flags: number, _context?: RequestContext): Promise<OpenReply> {
-    this.requireRunning();
+    // While a shutdown drains, files may still be opened for reading but not for writing.
+    if ((flags & O_ACCMODE) === O_RDONLY && !(flags & O_TRUNC)) this.requireNotStopped();
+    else this.requireRunning();
     const inode = this.inodes.require(ino);
     if (inode.kind === 'directory') throw new FilesystemError(Errno.EISDIR, `cannot open ${this.describe(inode.path)} as a file: it is a directory`);
 
@@ -348,7 +356,8 @@ export class BucketFilesystem implements FilesystemOperations {
   }
 
   async write(ino: number, fh: number, offset: number, data: Buffer, _context?: RequestContext): Promise<number> {
-    this.requireRunning();
+    // Files opened before a draining shutdown keep accepting writes until they are closed.
+    this.requireNotStopped();
     const handle = this.requireHandle(fh, 'file');
     const entry = this.writers.get(ino);
     if (!handle.writable || entry === undefined) throw new FilesystemError(Errno.EBADF, `handle ${fh} of inode ${ino} was not opened for writing`);
@@ -542,9 +551,10 @@ export class BucketFilesystem implements FilesystemOperations {
   }
 
   /**
-   * Stops the filesystem. With `drain`, uploads every staged file first
-   * (failures are logged); without it, aborts them and cancels requests in
-   * flight. Idempotent: every call returns the first call's promise, but a
+   * Stops the filesystem. New opens and changes fail at once. With `drain`,
+   * waits until every file open for writing is closed (and so uploaded);
+   * without it, or when a later call escalates, aborts the uploads of files
+   * still open and cancels requests in flight. Idempotent: every call returns the first call's promise, but a
    * call without `drain` during a draining shutdown escalates it, so that a
    * second SIGTERM or a shutdown timeout stops waiting for uploads.
    */
@@ -564,7 +574,7 @@ export class BucketFilesystem implements FilesystemOperations {
     return childPath(parent.path, name);
   }
 
-  /** What a path is, counting files that exist only in this mount's open writers. */
+  /** Resolves what a path is, counting files that exist only in this mount's open writers. */
   private async resolvePath(path: string): Promise<CachedEntry | 'missing'> {
     const local = this.inodes.atPath(path);
     if (local !== undefined && local.kind === 'file') {
@@ -794,6 +804,7 @@ export class BucketFilesystem implements FilesystemOperations {
       truncate,
       signal: this.shutdownController.signal,
       now: () => this.clock.now(),
+      pendingAborts: this.pendingAborts,
     });
     this.writers.set(inode.ino, { writer, handles: 1 });
   }
@@ -834,6 +845,8 @@ export class BucketFilesystem implements FilesystemOperations {
       if (inode !== undefined && inode.linked) this.cache.invalidate(inode.path);
     } finally {
       await writer.discard();
+      // A draining shutdown waits for this: the last release has uploaded its file.
+      if (this.writers.size === 0) this.onWritersIdle?.();
     }
   }
 
@@ -980,8 +993,14 @@ export class BucketFilesystem implements FilesystemOperations {
     }
   }
 
+  /** Rejects changes once a shutdown has started, draining or not. */
   private requireRunning(): void {
-    if (this.shutdownPromise !== undefined) throw new FilesystemError(Errno.EIO, `the filesystem for bucket ${this.store.bucket} is shutting down`);
+    if (this.shutdownPromise !== undefined) throw new FilesystemError(Errno.EIO, `the filesystem for bucket ${this.store.bucket} is shutting down: no new files can be opened for writing or changed`);
+  }
+
+  /** Rejects I/O once a shutdown has cancelled requests; a draining shutdown still serves open files. */
+  private requireNotStopped(): void {
+    if (this.shutdownController.signal.aborted) throw new FilesystemError(Errno.EIO, `the filesystem for bucket ${this.store.bucket} has shut down`);
   }
 
   private describe(path: string): string {
@@ -997,22 +1016,28 @@ export class BucketFilesystem implements FilesystemOperations {
   private async runShutdown(drain: boolean): Promise<void> {
     this.logger.info({ drain, openWriters: this.writers.size }, 'filesystem shutdown started');
 
+    // Draining waits for programs to close what they are writing, so each upload completes with
+    // the whole file. Uploading a file still being written would store a truncated object.
+    if (drain && this.writers.size > 0 && !this.shutdownController.signal.aborted) {
+      this.logger.info({ openWriters: this.writers.size }, 'waiting for files open for writing to be closed before unmounting');
+      await new Promise<void>((resolve) => {
+        this.onWritersIdle = resolve;
+        this.shutdownController.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    }
+
+    // Files still open now are abandoned: their uploads are aborted, so no partial object appears.
     const entries = [...this.writers];
     this.writers.clear();
     await Promise.all(
-      entries.map(async ([ino, { writer }]) => {
-        try {
-          if (drain) {
-            const info = await writer.flush();
-            if (info !== undefined) this.recordUpload(ino, info);
-          }
-        } catch (error) {
-          this.logger.error({ key: writer.key, err: error }, 'upload during shutdown failed; the staged content is discarded');
-        } finally {
-          await writer.discard();
-        }
+      entries.map(async ([, { writer }]) => {
+        this.logger.warn({ key: writer.key }, 'file still open for writing at shutdown; its upload is aborted and nothing is stored');
+        await writer.discard();
       }),
     );
+
+    await this.pendingAborts.flush();
+    this.pendingAborts.stop();
 
     this.abortRequests();
     for (const handle of this.handles.values()) {

@@ -3,9 +3,9 @@
  * and the kernel's lookup counts.
  *
  * Numbers are allocated from 2 upwards (1 is the root) and never reused within
- * a mount, so a number the kernel still holds cannot come to mean another
+ * a mount, so a number the kernel still has cannot come to mean another
  * file. The kernel takes one reference per successful lookup, create, mkdir,
- * mknod and accepted readdirplus entry, and returns them with forget; an inode
+ * mknod and accepted readdirplus entry, and returns them with forget. An inode
  * is dropped when it has no kernel references and no open handle.
  *
  * Concurrency: every method is synchronous, and JavaScript runs one callback
@@ -47,7 +47,7 @@ export interface Inode {
   lookupCount: number;
   /** Open file and directory handles. */
   openCount: number;
-  /** Directory handles whose readdir snapshot holds this inode; it must keep its number while they are open. */
+  /** Open directory handles whose readdir snapshot contains this inode, which keeps its number while they are open. */
   listingCount: number;
   /** Object metadata of a file, as last seen in a listing, HEAD or upload. */
   info: ObjectInfo | undefined;
@@ -88,7 +88,7 @@ export class InodeTable {
     return this.byIno.get(ino);
   }
 
-  /** Returns the inode or throws ESTALE, which is what the kernel should see for a number this mount no longer knows. */
+  /** Returns the inode or throws ESTALE, the errno for a number this mount has dropped or never issued. */
   require(ino: number): Inode {
     const inode = this.byIno.get(ino);
     if (inode === undefined) {

@@ -36,7 +36,7 @@ export function baseNameOf(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
-/** Whether `path` is `ancestor` or lies below it. */
+/** Returns whether `path` is `ancestor` or lies below it. */
 export function isSameOrDescendant(path: string, ancestor: string): boolean {
   if (ancestor === '') return true;
   return path === ancestor || path.startsWith(`${ancestor}/`);
@@ -53,16 +53,5 @@ export class KeyMapper {
   /** Prefix of the keys inside a directory; it is also the key of its marker object. */
   directoryPrefix(path: string): string {
     return path === '' ? this.prefix : `${this.prefix}${path}/`;
-  }
-
-  /** Path of a key below the mounted prefix, or undefined when a segment is not a valid name. */
-  pathOfKey(key: string): string | undefined {
-    if (!key.startsWith(this.prefix)) return undefined;
-    const path = key.slice(this.prefix.length);
-    if (path === '') return undefined;
-    for (const segment of path.split('/')) {
-      if (invalidNameReason(segment) !== undefined) return undefined;
-    }
-    return path;
   }
 }

@@ -7,7 +7,6 @@
  */
 
 import { constants as fsConstants } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -172,7 +171,8 @@ export function createTestMount(
     store,
     logger: silentLogger,
     clock,
-    config: { spillDirectory: mkdtempSync(join(tmpdir(), 'bucketmount-test-spill-')), ...options.config },
+    // One directory per test process; spill files are unlinked as soon as they are created, so it stays empty.
+    config: { spillDirectory: join(tmpdir(), `bucketmount-test-spill-${process.pid}`), ...options.config },
   });
   return { memory, store, fs, clock, mount: new PathOperations(fs) };
 }

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { BlockCache } from '../cache/block-cache.js';
@@ -93,6 +94,25 @@ describe('ObjectReader', () => {
   });
 });
 
+describe('ObjectReader against the object bytes', () => {
+  it('returns the exact bytes for any read sequence', async () => {
+    const size = 3 * MiB + 12345;
+    const read = fc.record({ offset: fc.integer({ min: 0, max: size + 1000 }), length: fc.integer({ min: 1, max: 300 * KiB }) });
+    await fc.assert(
+      fc.asyncProperty(fc.array(read, { minLength: 1, maxLength: 30 }), fc.boolean(), async (reads, sequentialRun) => {
+        const { reader, data } = newReader({ size, blockSize: 64 * KiB, maxReadahead: 512 * KiB, readConcurrency: 3 });
+        // Half of the runs read a sequential stretch first, so that readahead and partial blocks mix.
+        const all = sequentialRun ? [...Array.from({ length: 12 }, (_, index) => ({ offset: index * 128 * KiB, length: 128 * KiB })), ...reads] : reads;
+        for (const { offset, length } of all) {
+          const bytes = await reader.read(offset, length);
+          expect(bytes.equals(data.subarray(offset, offset + length))).toBe(true);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
 describe('read path through the filesystem', () => {
   it('returns ESTALE after a foreign overwrite of an open file', async () => {
     const { memory, mount, fs } = createTestMount({ config: { blockSize: 256 * KiB } });
@@ -105,7 +125,7 @@ describe('read path through the filesystem', () => {
     expect(await errnoOfRejection(fs.read(file.ino, file.fh, 3 * MiB, 64 * KiB, context))).toBe(Errno.ESTALE);
     await fs.release(file.ino, file.fh, 0);
 
-    // A new open sees the new version.
+    // A new open reads the new version.
     expect((await mount.readFile('pinned.bin')).equals(patternBytes(4 * MiB, 99))).toBe(true);
   });
 

@@ -8,15 +8,16 @@
  * reader never returns bytes of two versions.
  *
  * Access pattern: a read is sequential when it starts near the end of the
- * stream read so far: up to `SEQUENTIAL_SLACK` behind it (the kernel sends
- * its asynchronous readahead requests in parallel, so they arrive slightly out
- * of order) or up to the readahead window ahead of it (small forward seeks).
+ * stream read so far. It may start up to `SEQUENTIAL_SLACK` behind that end,
+ * because the kernel sends its asynchronous readahead requests in parallel and
+ * they arrive slightly out of order. It may also start up to the readahead
+ * window ahead of it, which covers small forward seeks.
  * Each sequential read doubles the window, from `INITIAL_WINDOW` up to
  * `maxReadahead`; any other read is random and resets the window.
  *
- * Fetch sizes: a read fetches only what the cache lacks of the request
- * rounded out to `FETCH_ALIGNMENT` within its blocks, so the first byte of a
- * file arrives after one small GET, a small file is one GET, and a random
+ * Fetch sizes: a read fetches only what the cache lacks of the request,
+ * rounded out to `FETCH_ALIGNMENT` within its blocks. So the first byte of a
+ * file arrives after one small GET, and a small file is one GET. A random
  * reader (a Parquet footer, an SQLite page) does not pay for a whole block.
  * Readahead, started by sequential reads only, fetches whole blocks ahead of
  * the reader, up to `readConcurrency` blocks in flight per reader; a
@@ -160,7 +161,7 @@ export class ObjectReader {
       cache
         .read(block, 0, blockLength, (start, stop) => this.fetch(blockStart + start, blockStart + stop))
         .catch((error: unknown) => {
-          // The reader that needs these bytes fetches them again and sees the error itself.
+          // The read that needs these bytes fetches them again and gets the error itself.
           logger.debug({ key: this.key, block: index, err: error }, 'readahead fetch failed');
         })
         .finally(() => {

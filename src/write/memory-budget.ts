@@ -4,9 +4,10 @@
  * Writers reserve the bytes of a part while it is buffered or in flight and
  * release them when the part is uploaded or dropped. A writer whose parts are
  * in flight waits for one of them to finish while the budget is exceeded.
- * A writer with nothing in flight never waits, because nothing of its own
- * would ever wake it: the budget is a soft limit that at least one part per
- * writer may cross.
+ * A writer with nothing in flight does not wait, because nothing of its own
+ * would wake it. So the budget is a soft limit: each writer may exceed it by
+ * the part it is filling, its held part 1 and one part in flight
+ * (`MultipartUpload.addPart` checks it only while parts are in flight).
  *
  * Changed only synchronously, so `used` is exact between awaits.
  */

@@ -10,8 +10,9 @@
  *
  * The first failed part is kept and returned by the next `addPart` and by
  * `complete`. `abort` cancels the parts in flight and aborts the upload in the
- * store, so no incomplete upload remains; it never rejects, because callers
- * abort while handling an earlier error and must return that one.
+ * store, so no incomplete upload remains. It does not reject, because callers
+ * abort while handling an earlier error and must return that one; a failed
+ * abort request goes to `pendingAborts` to be retried in the background.
  *
  * Concurrency: the caller serialises calls (the writer's mutex); only part
  * completions run concurrently, and they only update `inFlight`, `completed`
@@ -22,6 +23,7 @@ import type { Logger } from 'pino';
 
 import type { CompletedPart, ObjectInfo, ObjectStore } from '../store/types.js';
 import type { MemoryBudget } from './memory-budget.js';
+import type { PendingAborts } from './pending-aborts.js';
 
 export interface MultipartUploadOptions {
   store: ObjectStore;
@@ -32,6 +34,8 @@ export interface MultipartUploadOptions {
   maxInFlightBytes: number;
   /** Aborted at shutdown; aborts this upload's requests too. */
   signal: AbortSignal;
+  /** Where a failed abort request goes to be retried; without it the failure is only logged. */
+  pendingAborts?: PendingAborts;
 }
 
 export class MultipartUpload {
@@ -132,7 +136,11 @@ export class MultipartUpload {
       await store.abortMultipartUpload(key, uploadId);
       logger.info({ bucket: store.bucket, key, uploadId }, 'aborted multipart upload');
     } catch (error) {
-      logger.error({ bucket: store.bucket, key, uploadId, err: error }, 'failed to abort multipart upload; the bucket keeps an incomplete upload until a lifecycle rule removes it');
+      if (this.options.pendingAborts !== undefined) {
+        this.options.pendingAborts.add(key, uploadId, error);
+      } else {
+        logger.error({ bucket: store.bucket, key, uploadId, err: error }, 'failed to abort multipart upload; the bucket keeps an incomplete upload until a lifecycle rule removes it');
+      }
     }
   }
 

@@ -11,7 +11,7 @@
  * With S3 limits (5 MiB to 5 GiB, 10,000 parts) and 8 MiB initial parts, the
  * first 1,089 parts are 8 MiB, so objects up to about 9 GB never use a larger
  * part. A store with fewer parts (1,024 on a compose-based GCS upload) doubles
- * after every part and still holds a little under 5 TiB.
+ * after every part and still reaches a little under 5 TiB.
  */
 
 import type { StoreLimits } from '../store/types.js';
@@ -55,7 +55,7 @@ export function planCapacity(plan: PartSizePlan): number {
  * Chooses the doubling interval for an initial part size under a store's
  * limits. When even doubling after every part cannot reach
  * `maxObjectSize` (a store with tiny limits), the plan doubles every part and
- * holds what it can.
+ * reaches as far as it can.
  */
 export function planPartSizes(limits: StoreLimits, initialPartSize: number, maxObjectSize = MAX_OBJECT_SIZE): PartSizePlan {
   const base = {

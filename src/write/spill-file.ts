@@ -1,11 +1,11 @@
 /**
- * A local file that holds the whole content of a file being written at
+ * A local file that contains the whole content of a file being written at
  * random offsets, until it is uploaded.
  *
  * The file is created with mode 0600 in the configured spill directory and
  * unlinked at once, so the kernel reclaims its space when it is closed, even
  * if the daemon crashes. Errors of the local disk (ENOSPC, EIO) reject with
- * the Node.js error, whose `code` becomes the errno the writer sees.
+ * the Node.js error, whose `code` becomes the errno returned to the writing program.
  */
 
 import { randomUUID } from 'node:crypto';

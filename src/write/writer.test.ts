@@ -314,17 +314,36 @@ describe('flush and failures', () => {
 });
 
 describe('shutdown', () => {
-  it('drains staged uploads', async () => {
+  it('drain waits for open files to be closed', async () => {
     const { memory, mount, fs } = createTestMount(smallParts);
     const file = await mount.open('drained.bin', O_WRONLY | O_CREAT | O_TRUNC);
     const data = patternBytes(3 * MiB);
-    await fs.write(file.ino, file.fh, 0, data, context);
+    await fs.write(file.ino, file.fh, 0, data.subarray(0, MiB), context);
 
     const first = fs.shutdown({ drain: true });
     expect(fs.shutdown({ drain: true })).toBe(first);
+
+    // The open file keeps accepting writes, new files cannot be opened for writing.
+    await fs.write(file.ino, file.fh, MiB, data.subarray(MiB), context);
+    expect(await errnoOfRejection(mount.open('new.bin', O_WRONLY | O_CREAT))).toBe(Errno.EIO);
+    expect(memory.keys()).toEqual([]);
+
+    await mount.close(file);
     await first;
     expect(memory.getRaw('drained.bin')!.equals(data)).toBe(true);
     expect(await errnoOfRejection(fs.write(file.ino, file.fh, 0, Buffer.from('late'), context))).toBe(Errno.EIO);
+  });
+
+  it('escalated drain stores no partial object', async () => {
+    const { memory, mount, fs } = createTestMount(smallParts);
+    const file = await mount.open('partial.bin', O_WRONLY | O_CREAT | O_TRUNC);
+    await fs.write(file.ino, file.fh, 0, patternBytes(4 * MiB), context);
+
+    const draining = fs.shutdown({ drain: true });
+    await fs.shutdown({ drain: false });
+    await draining;
+    expect(memory.pendingUploadCount()).toBe(0);
+    expect(memory.keys()).toEqual([]);
   });
 
   it('aborts staged uploads without draining', async () => {

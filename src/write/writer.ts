@@ -7,11 +7,12 @@
  *   empty when there is none, after O_TRUNC or create).
  * - streaming: writes arrive in order from offset 0 and are cut into parts of
  *   `partSizeFor(n)` bytes, uploaded in parallel as one multipart upload
- *   (`MultipartUpload` holds the backpressure). Part 1 is kept in memory and
+ *   (`MultipartUpload` applies the backpressure). Part 1 is kept in memory and
  *   uploaded last, at completion, because programs often go back to patch a
- *   header at the start of the file (WAV, ZIP64, HDF5 superblocks); writes
- *   into part 1 or into the part being filled patch memory. A file that
- *   stays within one part is a single PUT.
+ *   header at the start of the file (WAV headers, the local header of a ZIP
+ *   file's first member, HDF5 superblocks). Writes into part 1 or into the
+ *   part being filled patch memory. A file that stays within one part is a
+ *   single PUT.
  * - spill: the content lives in a local spill file and is uploaded whole on
  *   flush or fsync. A writer enters this mode on any write it cannot stream:
  *   a write behind the uploaded parts, an append to or overwrite of an
@@ -40,8 +41,10 @@ import type { Logger } from 'pino';
 
 import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { Errno, FilesystemError } from '../fs/errno.js';
+import { StoreError } from '../store/errors.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { MultipartUpload } from './multipart.js';
+import type { PendingAborts } from './pending-aborts.js';
 import { partSizeFor, type PartSizePlan } from './part-size.js';
 import { SpillFile } from './spill-file.js';
 
@@ -66,6 +69,8 @@ export interface FileWriterOptions {
   /** Aborted at shutdown. */
   signal: AbortSignal;
   now: () => number;
+  /** Retries aborts of failed multipart uploads that could not be aborted at once. */
+  pendingAborts?: PendingAborts;
 }
 
 export interface WriteOptions {
@@ -446,7 +451,7 @@ export class FileWriter {
 
     const { store, logger } = this.options;
     this.failure = new FilesystemError(
-      Errno.EIO,
+      uploadFailureErrno(error),
       `upload of ${this.key} to bucket ${store.bucket} failed and was aborted: ${messageOf(error)}; the data written to this open file is lost, write the file again`,
       { cause: error },
     );
@@ -462,13 +467,14 @@ export class FileWriter {
   }
 
   private newMultipartUpload(): MultipartUpload {
-    const { store, logger, budget, settings, signal } = this.options;
+    const { store, logger, budget, settings, signal, pendingAborts } = this.options;
     return new MultipartUpload({
       store,
       key: this.key,
       logger,
       budget,
       signal,
+      pendingAborts,
       maxConcurrentParts: settings.uploadConcurrency,
       maxInFlightBytes: settings.uploadConcurrency * settings.plan.initialPartSize,
     });
@@ -581,7 +587,7 @@ export class FileWriter {
     } catch (error) {
       logger.error({ bucket: store.bucket, key: this.key, size: this.size, err: error }, 'upload failed; the content stays staged for the next flush');
       throw new FilesystemError(
-        Errno.EIO,
+        uploadFailureErrno(error),
         `upload of ${this.key} (${this.size} bytes) to bucket ${store.bucket} failed: ${messageOf(error)}; the data is kept and the next flush or fsync retries`,
         { cause: error },
       );
@@ -602,4 +608,18 @@ export class FileWriter {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The errno a failed upload reports to the writer. A refusal (access denied,
+ * credentials rejected) and a full local disk keep their own errno, so the
+ * program sees why; every other failure is EIO, because the data of a failed
+ * streaming upload is gone and EAGAIN or EINTR would invite a retry that
+ * cannot succeed.
+ */
+function uploadFailureErrno(error: unknown): number {
+  if (error instanceof StoreError && (error.code === 'AccessDenied' || error.code === 'InvalidCredentials')) return Errno.EACCES;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return Errno[code];
+  return Errno.EIO;
 }

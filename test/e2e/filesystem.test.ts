@@ -38,6 +38,7 @@ describe.each(BACKENDS)('filesystem on %s', (backendName) => {
   let backend: TestBackend;
   let daemon: MountedDaemon;
   let mnt: string;
+  const rejectedKeys: string[] = [];
 
   beforeAll(async () => {
     backend = await startBackend(backendName);
@@ -49,10 +50,10 @@ describe.each(BACKENDS)('filesystem on %s', (backendName) => {
     await backend.putObject(bucket, 'photos/', 'a directory marker with a body');
     await backend.putObject(bucket, 'photos/cat.jpg', 'not really a cat');
     await backend.putObject(bucket, 'bad/ok.txt', 'the only valid name in bad/');
-    await backend.putObject(bucket, 'bad//double-slash', 'x');
-    await backend.putObject(bucket, 'bad/./dot', 'x');
-    await backend.putObject(bucket, 'bad/../escape', 'x');
-    await backend.putObject(bucket, `bad/${'n'.repeat(256)}`, 'x');
+    // MinIO refuses some of these names itself (XMinioInvalidObjectName); the others must be hidden by the mount.
+    for (const key of ['bad//double-slash', 'bad/./dot', 'bad/../escape', `bad/${'n'.repeat(256)}`]) {
+      await backend.putObject(bucket, key, 'x').catch((error: unknown) => rejectedKeys.push(`${key.slice(0, 40)}: ${(error as Error).name}`));
+    }
     await backend.putObject(bucket, 'existing.txt', 'Hello, existing object!\n');
     await putMany(
       backend,
@@ -95,13 +96,16 @@ print(open(root + "/a/b/c.txt").read(), end="")`,
     expect(names[2499]).toBe('file-02499.txt');
   });
 
-  test('file shadowed by directory of the same name', async () => {
+  // MinIO accepts a PUT of `out/x` while the object `out` exists, but then lists only `out`, so the
+  // case cannot be set up there. The filesystem unit tests cover it on the in-memory store.
+  test.skipIf(backendName === 's3')('file shadowed by directory of the same name', async () => {
     const result = await python(
       `import os, sys
 root = sys.argv[1]
 print(sorted(os.listdir(root)).count("out"), os.path.isdir(root + "/out"), os.listdir(root + "/out"))`,
       [mnt],
     );
+    expect(result.stderr).toBe('');
     expect(result.stdout.trim()).toBe("1 True ['x']");
   });
 
@@ -333,33 +337,33 @@ print(f.st_uid == os.getuid(), f.st_gid == os.getgid(), oct(stat.S_IMODE(f.st_mo
 
   // Revoking access changes the role for every test, so these run last in the file.
   describe('access revoked', () => {
-    test('upload failure is returned by close and no upload remains', async () => {
-      // The writer pauses on a FIFO while the policy is revoked, then writes more and closes.
+    test('upload failure is reported and no upload remains', async () => {
+      // The writer pauses on a FIFO while the policy is revoked, then writes more and closes. The
+      // failure may surface at the next write (a part upload failed) or at close (the completion failed).
       const work = await mkdtemp(join(tmpdir(), 'bucketmount-revoke-'));
       const fifo = join(work, 'go');
       try {
         expect((await shell(`mkfifo "${fifo}"`)).status).toBe(0);
         const writer = python(
-          `import errno, os, sys
+          `import errno, sys
 path, fifo = sys.argv[1] + "/revoked-mid-write.bin", sys.argv[2]
 f = open(path, "wb")
 f.write(b"z" * (20 * 1024 * 1024))
 open(fifo).read()
-f.write(b"z" * (20 * 1024 * 1024))
 try:
+    f.write(b"z" * (20 * 1024 * 1024))
     f.close()
     print("closed without error")
 except OSError as error:
-    print("close failed", errno.errorcode[error.errno])`,
+    print("failed", errno.errorcode[error.errno])`,
           [mnt, fifo],
         );
         await new Promise((resolve) => setTimeout(resolve, 2000));
         await backend.revokeAccess();
         await shell(`echo go > "${fifo}"`);
         const outcome = await writer;
-        expect(outcome.stdout.trim()).toMatch(/^close failed (EACCES|EIO)$/);
-        expect(await backend.getObject(bucket, 'revoked-mid-write.bin')).toBeUndefined();
-        expect(await backend.listIncompleteUploads(bucket)).toEqual([]);
+        expect(outcome.stderr).toBe('');
+        expect(outcome.stdout.trim()).toBe('failed EACCES');
 
         const denied = await python(
           `import errno, sys
@@ -375,6 +379,17 @@ except OSError as error:
         await backend.restoreAccess();
         await rm(work, { recursive: true, force: true });
       }
+
+      expect(await backend.getObject(bucket, 'revoked-mid-write.bin')).toBeUndefined();
+
+      // While access is revoked the daemon cannot abort the upload either; it retries the abort
+      // in the background, so the incomplete upload disappears once access is back.
+      let incomplete = await backend.listIncompleteUploads(bucket);
+      for (let attempt = 0; attempt < 60 && incomplete.length > 0; attempt += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        incomplete = await backend.listIncompleteUploads(bucket);
+      }
+      expect(incomplete).toEqual([]);
     }, 180_000);
   });
 });

@@ -105,8 +105,30 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
       sendGcsError(response, 403, 'forbidden', `${minted.serviceAccount} does not have access to ${method} ${url.pathname}: the test proxy allows only requests addressed to one bucket.`);
       return;
     }
+    void authorizeAndForward(request, response, method, minted.serviceAccount, accesses);
+  };
+
+  // GCS answers 404 for a bucket that does not exist before it checks permissions, so the proxy does too.
+  const bucketExists = async (bucket: string): Promise<boolean> => {
+    const answer = await fetch(`${upstream.origin}/storage/v1/b/${encodeURIComponent(bucket)}`);
+    await answer.arrayBuffer();
+    return answer.status !== 404;
+  };
+
+  const authorizeAndForward = async (
+    request: IncomingMessage,
+    response: ServerResponse,
+    method: string,
+    serviceAccount: string,
+    accesses: Array<{ bucket: string; write: boolean }>,
+  ): Promise<void> => {
     for (const access of accesses) {
-      if (!options.fakes.canAccessBucket(minted.serviceAccount, access.bucket, access.write)) {
+      if (!options.fakes.canAccessBucket(serviceAccount, access.bucket, access.write)) {
+        if (!(await bucketExists(access.bucket).catch(() => true))) {
+          request.resume();
+          sendGcsError(response, 404, 'notFound', 'The specified bucket does not exist.');
+          return;
+        }
         rejected += 1;
         request.resume();
         const permission = access.write ? 'storage.objects.create' : 'storage.objects.get';
@@ -114,7 +136,7 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
           response,
           403,
           'forbidden',
-          `${minted.serviceAccount} does not have ${permission} access to the Google Cloud Storage bucket. Permission '${permission}' denied on resource (or it may not exist).`,
+          `${serviceAccount} does not have ${permission} access to the Google Cloud Storage bucket. Permission '${permission}' denied on resource (or it may not exist).`,
         );
         return;
       }

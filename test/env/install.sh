@@ -171,7 +171,7 @@ install_go_server() {
 # ---------------------------------------------------------------------------
 # Linters for the deployment files (Dockerfile, deploy/, docs/), used by
 # test/deploy/. They live in a Python virtual environment under the cache
-# directory; a `linters.version` file records the pins it was built with, so
+# directory. A `linters.version` file records the pins it was built with, so
 # changing a pin below rebuilds it. kustomize comes from kubectl when the
 # machine has it (`kubectl kustomize`), otherwise it is built from the Go
 # module proxy into the cache's bin directory.
