@@ -22,14 +22,26 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
+import type { GcpFakes } from '../env/gcp-fakes.js';
+import type { GcsAuthProxy } from '../env/gcs-auth-proxy.js';
 import { startMinio, type MinioServer } from '../env/minio.js';
 import { startOidcIssuer, type OidcIssuer } from '../env/oidc-issuer.js';
 
 export type BackendName = 's3' | 'gcs';
 
+/** The GCP STS and IAM fakes and the storage proxy behind the GCS backend, for tests that change bindings, issuers or grants. */
+export interface GcpTestControls {
+  fakes: GcpFakes;
+  proxy: GcsAuthProxy;
+  /** The service account the daemon impersonates. */
+  serviceAccount: string;
+}
+
 export interface TestBackend {
   readonly name: BackendName;
   readonly issuer: OidcIssuer;
+  /** Set only by the GCS backend. */
+  readonly gcp?: GcpTestControls;
   /** Path of the kubelet-style token file the daemon reads. */
   readonly tokenFile: string;
   /** Creates a bucket that the web identity may read and write. */

@@ -45,6 +45,7 @@ export async function startGcsBackend(): Promise<TestBackend> {
   return {
     name: 'gcs',
     issuer,
+    gcp: { fakes, proxy, serviceAccount },
     tokenFile: join(tokenDirectory, 'token'),
     async createBucket(name) {
       await environment.createBucket(name);

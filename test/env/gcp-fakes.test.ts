@@ -310,9 +310,15 @@ describe('GCS auth proxy', () => {
     const body = (await denied.json()) as { error: { errors: Array<{ reason: string }> } };
     expect(body.error.errors[0]!.reason).toBe('forbidden');
 
+    await gcs.createBucket('another-bucket');
     const otherBucket = await fetch(`${proxy.endpoint}/storage/v1/b/another-bucket/o`, { headers: { authorization: `Bearer ${accessToken}` } });
     expect(otherBucket.status).toBe(403);
     await otherBucket.arrayBuffer();
+
+    // As on GCS, a bucket that does not exist is 404 whatever the caller may access.
+    const missingBucket = await fetch(`${proxy.endpoint}/storage/v1/b/no-such-bucket/o`, { headers: { authorization: `Bearer ${accessToken}` } });
+    expect(missingBucket.status).toBe(404);
+    await missingBucket.arrayBuffer();
   });
 
   it('streams a large body both ways', async () => {

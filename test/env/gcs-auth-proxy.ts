@@ -27,6 +27,8 @@ export interface GcsAuthProxy {
   endpoint: string;
   /** Number of requests rejected with 401 or 403 so far. */
   rejectedCount(): number;
+  /** Number of distinct access tokens that authenticated at least one request so far. */
+  acceptedTokenCount(): number;
   stop(): Promise<void>;
 }
 
@@ -84,6 +86,8 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
   const upstream = new URL(options.upstream);
   let rejected = 0;
   let endpoint = '';
+  // Kept only in this process's memory, to count renewals; the tokens are never printed.
+  const acceptedTokens = new Set<string>();
 
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const method = request.method ?? 'GET';
@@ -97,6 +101,7 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
       sendGcsError(response, 401, 'authError', 'Invalid Credentials', { locationType: 'header', location: 'Authorization' });
       return;
     }
+    acceptedTokens.add(bearer!);
 
     const accesses = bucketAccessOf(method, url.pathname);
     if (accesses === undefined) {
@@ -179,6 +184,7 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
   return {
     endpoint,
     rejectedCount: () => rejected,
+    acceptedTokenCount: () => acceptedTokens.size,
     stop: async () => {
       if (!server.listening) return;
       await new Promise<void>((resolve) => {
