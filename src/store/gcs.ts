@@ -62,10 +62,10 @@
  * limit still applies was not checked, and `maxParts` stays within it.
  */
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 
-import { Storage, type Bucket, type File, type StorageOptions } from '@google-cloud/storage';
+import { IdempotencyStrategy, Storage, type Bucket, type File, type StorageOptions } from '@google-cloud/storage';
 
 import type { CredentialSource, GcpAccessToken } from '../credentials/types.js';
 import type { Logger } from '../observability/logger.js';
@@ -79,6 +79,7 @@ import {
   StoreError,
   TransientError,
 } from './errors.js';
+import { decodeListPosition, encodeListPosition, type ListPosition } from './list-position.js';
 import { AccessTokenUnavailableError, httpStatusOf, storeErrorFromGcs, type GcsErrorContext } from './gcs-errors.js';
 import type {
   CompletedPart,
@@ -127,11 +128,18 @@ export interface GcsStoreOptions {
   /** Reserved key prefix of multipart upload parts; must end with '/'. */
   uploadPrefix?: string;
   limits?: Partial<StoreLimits>;
-  /** Retries of the storage client for idempotent requests; defaults to 3. */
+  /** Retries of the storage client for every request; defaults to 4, so a request gets five attempts as on S3. */
   maxRetries?: number;
   /** Deletes in flight at once in `deleteMany` and upload cleanup; defaults to 16. */
   deleteConcurrency?: number;
   logger?: Logger;
+  /**
+   * Called before a request is repeated after GCS rejected the access token,
+   * for metrics.
+   * TODO: the storage client's own retries (HTTP 429, 5xx, network errors)
+   * are not reported here yet; `retryOptions.retryableErrorFn` could count them.
+   */
+  onRetry?: () => void;
 }
 
 /** A JSON API object resource, with the fields this store reads. */
@@ -142,6 +150,8 @@ interface ObjectResource {
   updated?: string;
   timeCreated?: string;
   contentType?: string;
+  /** Base64 MD5 of the content; absent on composite objects. */
+  md5Hash?: string;
   metadata?: Record<string, string> | null;
 }
 
@@ -149,11 +159,6 @@ interface ListResponseBody {
   items?: ObjectResource[];
   prefixes?: string[];
   nextPageToken?: string;
-}
-
-interface ListPosition {
-  after: string;
-  isPrefix: boolean;
 }
 
 interface ListEntry {
@@ -175,22 +180,6 @@ function prefixUpperBound(prefix: string): string {
   // Code points in UTF-8 byte order skip the surrogate range.
   if (next >= 0xd800 && next <= 0xdfff) next = 0xe000;
   return codePoints.join('') + String.fromCodePoint(next);
-}
-
-function encodePosition(position: ListPosition): string {
-  return Buffer.from(JSON.stringify([position.isPrefix ? 'p' : 'k', position.after]), 'utf8').toString('base64url');
-}
-
-function decodePosition(token: string): ListPosition | undefined {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (Array.isArray(decoded) && decoded.length === 2 && (decoded[0] === 'p' || decoded[0] === 'k') && typeof decoded[1] === 'string') {
-      return { after: decoded[1], isPrefix: decoded[0] === 'p' };
-    }
-  } catch {
-    // Not base64url JSON: the caller reports an invalid token.
-  }
-  return undefined;
 }
 
 function infoOf(resource: ObjectResource): ObjectInfo {
@@ -288,6 +277,7 @@ export class GcsStore implements ObjectStore {
   private readonly uploadPrefix: string;
   private readonly deleteConcurrency: number;
   private readonly logger: Logger | undefined;
+  private readonly onRetry: (() => void) | undefined;
   /** Set after one listing of the bucket succeeded: a 404 on an object is then the object's, not the bucket's. */
   private bucketConfirmed = false;
 
@@ -298,6 +288,7 @@ export class GcsStore implements ObjectStore {
     this.uploadPrefix = options.uploadPrefix ?? DEFAULT_UPLOAD_PREFIX;
     this.deleteConcurrency = options.deleteConcurrency ?? 16;
     this.logger = options.logger;
+    this.onRetry = options.onRetry;
 
     if (!this.uploadPrefix.endsWith('/') || this.uploadPrefix === '/') {
       throw new RangeError(`invalid upload prefix "${this.uploadPrefix}": give a non-empty prefix that ends with '/', such as ${DEFAULT_UPLOAD_PREFIX}`);
@@ -306,13 +297,21 @@ export class GcsStore implements ObjectStore {
       throw new RangeError(`invalid maxParts ${this.limits.maxParts}: the compose tree supports at most ${MAX_COMPOSE_SOURCES ** 3} parts`);
     }
 
-    const maxRetries = options.maxRetries ?? 3;
+    const maxRetries = options.maxRetries ?? 4;
     this.storage = new Storage({
       apiEndpoint: options.apiEndpoint ?? GCS_DEFAULT_ENDPOINT,
       // Without this the client sends no credentials to an endpoint other than the default one.
       useAuthWithCustomEndpoint: true,
       authClient: createStorageAuthClient(options.credentials),
-      retryOptions: { autoRetry: maxRetries > 0, maxRetries },
+      // RetryAlways, because with the default RetryConditional a save without
+      // ifGenerationMatch (every part upload) is not retried, and
+      // @google-cloud/storage 7.22 File.save then sets the shared
+      // retryOptions.autoRetry to false, which stops the retries of every later
+      // request of this client. Every request this store sends can be
+      // repeated; a repeated conditional create is checked in `upload`.
+      // Delays double from 1 s up to 8 s, and no retry starts after 60 s, so a
+      // request fails well within the kernel's request timeout (120 s by default).
+      retryOptions: { autoRetry: maxRetries > 0, maxRetries, idempotencyStrategy: IdempotencyStrategy.RetryAlways, maxRetryDelay: 8, totalTimeout: 60 },
     });
     this.bucketHandle = this.storage.bucket(this.bucket);
   }
@@ -331,7 +330,7 @@ export class GcsStore implements ObjectStore {
 
     let position: ListPosition | undefined;
     if (request.continuationToken !== undefined) {
-      position = decodePosition(request.continuationToken);
+      position = decodeListPosition(request.continuationToken);
       if (position === undefined) {
         throw new InvalidRequestError(`invalid continuation token ${JSON.stringify(request.continuationToken)}: pass the nextToken of the previous page unchanged`, {
           ...context,
@@ -372,7 +371,7 @@ export class GcsStore implements ObjectStore {
       const last = entries.slice(0, maxKeys).at(-1);
       const more = entries.length > maxKeys || body.nextPageToken !== undefined;
       if (last !== undefined) {
-        if (more) page.nextToken = encodePosition({ after: last.name, isPrefix: last.resource === undefined });
+        if (more) page.nextToken = encodeListPosition({ after: last.name, isPrefix: last.resource === undefined });
         return page;
       }
       // Every entry of this server page was an upload part and filtered out, so continue with the server's page token.
@@ -558,6 +557,31 @@ export class GcsStore implements ObjectStore {
 
   /** Writes an object in one request (no resumable session) and returns its resource. */
   private async upload(
+    context: GcsErrorContext,
+    key: string,
+    body: Buffer,
+    options: { contentType?: string; metadata?: Record<string, string>; ifGenerationMatch?: number; signal?: AbortSignal },
+  ): Promise<ObjectResource> {
+    try {
+      return await this.uploadOnce(context, key, body, options);
+    } catch (error) {
+      if (!(error instanceof PreconditionFailedError) || options.ifGenerationMatch !== 0) throw error;
+
+      // The client repeats a create whose response was lost, and the repeat
+      // fails its ifGenerationMatch=0 precondition. An object with this body
+      // and metadata means that an earlier attempt created it.
+      // NOTE: the client does not report its attempts, so an identical object
+      // written by another client at the same moment also counts as created here.
+      const existing = await this.getResource({ ...context, key }, key, options.signal).catch(() => undefined);
+      const expectedMd5 = createHash('md5').update(body).digest('base64');
+      const sameMetadata = Object.entries(options.metadata ?? {}).every(([name, value]) => existing?.metadata?.[name] === value);
+      if (existing === undefined || existing.md5Hash !== expectedMd5 || Number(existing.size) !== body.length || !sameMetadata) throw error;
+      this.logger?.info({ bucket: this.bucket, key, generation: existing.generation }, 'conditional create was answered 412 on a retry, but the object holds this body: an earlier attempt created it');
+      return existing;
+    }
+  }
+
+  private async uploadOnce(
     context: GcsErrorContext,
     key: string,
     body: Buffer,
@@ -927,6 +951,7 @@ export class GcsStore implements ObjectStore {
         } catch (renewal) {
           throw new InvalidCredentialsError(`${error.message}; renewing the token failed: ${(renewal as Error).message}`, { ...context, httpStatus: 401, cause: renewal });
         }
+        this.onRetry?.();
       }
     }
   }

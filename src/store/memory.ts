@@ -35,6 +35,7 @@ import {
   PreconditionFailedError,
   type StoreError,
 } from './errors.js';
+import { decodeListPosition, encodeListPosition, type ListPosition } from './list-position.js';
 import { S3_LIMITS, S3_MAX_LIST_KEYS } from './limits.js';
 import type {
   CompletedPart,
@@ -114,14 +115,6 @@ interface MultipartUpload {
   initiated: Date;
   contentType: string | undefined;
   parts: Map<number, StoredPart>;
-}
-
-/** Position after which the next listing page starts. */
-interface ListPosition {
-  /** The last key, or the last common prefix, of the previous page. */
-  after: string;
-  /** True when `after` is a common prefix: every key under it was already returned. */
-  isPrefix: boolean;
 }
 
 /** Orders strings by their UTF-8 bytes, which is the order object stores list keys in. */
@@ -229,7 +222,7 @@ export class MemoryStore implements ObjectStore {
 
     let position: ListPosition | undefined;
     if (request.continuationToken !== undefined) {
-      position = decodeToken(request.continuationToken);
+      position = decodeListPosition(request.continuationToken);
       if (position === undefined) {
         throw this.invalid('list', undefined, `invalid continuation token ${JSON.stringify(request.continuationToken)}: pass the nextToken of the previous page unchanged`);
       }
@@ -265,7 +258,7 @@ export class MemoryStore implements ObjectStore {
 
     const page: ListPage = { objects, prefixes };
     // A page of zero entries (maxKeys 0) has no position to resume from, so it ends the listing.
-    if (truncated && last !== undefined) page.nextToken = encodeToken(last);
+    if (truncated && last !== undefined) page.nextToken = encodeListPosition(last);
     return page;
   }
 
@@ -596,22 +589,6 @@ function lowerBound(keys: string[], bound: string): number {
     else high = middle;
   }
   return low;
-}
-
-function encodeToken(position: ListPosition): string {
-  return Buffer.from(JSON.stringify([position.isPrefix ? 'p' : 'k', position.after]), 'utf8').toString('base64url');
-}
-
-function decodeToken(token: string): ListPosition | undefined {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (Array.isArray(decoded) && decoded.length === 2 && (decoded[0] === 'p' || decoded[0] === 'k') && typeof decoded[1] === 'string') {
-      return { after: decoded[1], isPrefix: decoded[0] === 'p' };
-    }
-  } catch {
-    // Not base64url JSON: reported as an invalid token by the caller.
-  }
-  return undefined;
 }
 
 function stripQuotes(etag: string): string {
