@@ -1,9 +1,9 @@
 /**
  * `bucketmount check URL`: the connection test a platform operator runs
- * before mounting. Each step prints `OK` with what it found or `FAILED` with
- * the reason in plain words; later steps are skipped after a failure because
- * they could only fail for the same reason. Exit status 0 when every step
- * passed, 1 otherwise.
+ * before mounting. Each step prints `OK` with what it found, or `FAILED` with
+ * the reason in plain words. Steps after a failure are skipped, because they
+ * could only fail for the same reason. Exit status 0 when every step passed,
+ * 1 otherwise.
  */
 
 import { randomBytes } from 'node:crypto';

@@ -5,10 +5,11 @@
  * Precedence, highest first: the command-line option, `BUCKETMOUNT_<NAME>`,
  * the standard variable named by the option's `fallbackEnvironment`, then the
  * declared default. Every invalid value raises `UsageError`, whose message
- * names the option, the value and the fix; the CLI prints it on one line and
+ * names the option, the value and the fix. The CLI prints it on one line and
  * exits with status 2.
  */
 
+import { isIP } from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 
@@ -70,12 +71,16 @@ export interface MountConfig extends CommonConfig {
   refreshFraction: number;
   blockSize: number;
   maxReadahead: number;
-  memoryLimit: number;
+  /** Explicit --memory-limit in bytes; undefined lets the mount derive it from the container limit. */
+  memoryLimit: number | undefined;
   partSize: number;
   uploadConcurrency: number;
   spillDirectory?: string;
   requestTimeoutSeconds: number;
   shutdownTimeoutSeconds: number;
+  /** Port of the metrics and health endpoint; 0 when it is off. */
+  metricsPort: number;
+  metricsAddress: string;
 }
 
 export type CheckConfig = CommonConfig;
@@ -158,8 +163,8 @@ export function parseDuration(optionName: string, text: string): number {
   if (!match) {
     throw new UsageError(`invalid duration "${text}" for --${optionName}: use a number of seconds, optionally with s, m or h, such as 90, 15m or 1h`);
   }
-  const multiplier = match[2] === 'h' ? 3600 : match[2] === 'm' ? 60 : 1;
-  return Number(match[1]) * multiplier;
+  const secondsPerUnit: Record<string, number> = { h: 3600, m: 60, s: 1 };
+  return Number(match[1]) * (secondsPerUnit[match[2] ?? 's'] ?? 1);
 }
 
 function parseInteger(optionName: string, text: string, minimum: number, maximum: number): number {
@@ -174,6 +179,14 @@ function parseMode(optionName: string, text: string): number {
     throw new UsageError(`invalid mode "${text}" for --${optionName}: use octal permission bits such as 0644 or 0755`);
   }
   return parseInt(text.trim(), 8);
+}
+
+function parseAddress(optionName: string, text: string): string {
+  const address = text.trim();
+  if (isIP(address) === 0) {
+    throw new UsageError(`invalid address "${text}" for --${optionName}: use an IP address such as 127.0.0.1, 0.0.0.0 or ::`);
+  }
+  return address;
 }
 
 function parseUrlOption(optionName: string, text: string): string {
@@ -377,11 +390,13 @@ export function parseMountArguments(argv: string[], environment: NodeJS.ProcessE
     refreshFraction,
     blockSize,
     maxReadahead: parseSize('max-readahead', get('max-readahead')),
-    memoryLimit: parseSize('memory-limit', get('memory-limit')),
+    memoryLimit: optionalString(values, 'memory-limit') === undefined ? undefined : parseSize('memory-limit', get('memory-limit')),
     partSize,
     uploadConcurrency: parseInteger('upload-concurrency', get('upload-concurrency'), 1, 64),
     spillDirectory: optionalString(values, 'spill-dir'),
     requestTimeoutSeconds: parseDuration('request-timeout', get('request-timeout')),
     shutdownTimeoutSeconds: parseDuration('shutdown-timeout', get('shutdown-timeout')),
+    metricsPort: optionalString(values, 'metrics-port') === undefined ? 0 : parseInteger('metrics-port', get('metrics-port'), 0, 65_535),
+    metricsAddress: parseAddress('metrics-address', get('metrics-address')),
   };
 }

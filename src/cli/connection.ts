@@ -9,11 +9,14 @@
  */
 
 import type { Logger } from '../observability/logger.js';
+import type { StoreMetricsRecorder } from '../observability/metrics.js';
 import { awsCredentialProvider, createAwsWebIdentityCredentialSource } from '../credentials/aws-web-identity.js';
 import { createGcpWifCredentialSource } from '../credentials/gcp-wif.js';
 import type { CredentialSource } from '../credentials/types.js';
 import { GcsStore } from '../store/gcs.js';
+import { InstrumentedStore } from '../store/instrumented.js';
 import { S3Store } from '../store/s3.js';
+import { ScheduledStore } from '../store/scheduled.js';
 import type { ObjectStore } from '../store/types.js';
 import type { CommonConfig } from './config.js';
 
@@ -33,12 +36,24 @@ function closer(credentials: CredentialSource<unknown>, store: ObjectStore & { d
   };
 }
 
+/** Puts the mount's request scheduler in front of the store when a socket count is given. */
+function schedule(store: ObjectStore, options: ConnectionOptions): ObjectStore {
+  return options.maxSockets === undefined ? store : new ScheduledStore(store, { concurrency: options.maxSockets });
+}
+
 export interface ConnectionOptions {
   logger: Logger;
   /** Fraction of the credentials' lifetime after which they are renewed. */
   refreshFraction?: number;
-  /** HTTP sockets per store; sized for the mount's read and upload concurrency. */
+  /** HTTP sockets per store, sized for the mount's read and upload concurrency; also the scheduler's slot count. */
   maxSockets?: number;
+  /** Receives the count, duration and outcome of every store request and retry, for metrics. */
+  metrics?: StoreMetricsRecorder;
+}
+
+/** Wraps the store so that every request is counted; below the scheduler, so queueing time is not counted as request time. */
+function instrument(store: ObjectStore, options: ConnectionOptions): ObjectStore {
+  return options.metrics === undefined ? store : new InstrumentedStore(store, options.metrics);
 }
 
 /** Creates the connection; nothing is sent until `credentials.start()`. */
@@ -70,8 +85,9 @@ export function createConnection(config: CommonConfig, options: ConnectionOption
       onInvalidCredentials: async () => {
         await source.invalidate('the storage service rejected the credentials');
       },
+      onRetry: () => options.metrics?.storeRetry(),
     });
-    return { credentials: source as CredentialSource<unknown>, store, tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
+    return { credentials: source as CredentialSource<unknown>, store: schedule(instrument(store, options), options), tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
   }
 
   const source = createGcpWifCredentialSource(
@@ -92,6 +108,7 @@ export function createConnection(config: CommonConfig, options: ConnectionOption
     credentials: source,
     apiEndpoint: config.endpoint,
     logger: logger.child({ component: 'store' }),
+    onRetry: () => options.metrics?.storeRetry(),
   });
-  return { credentials: source as CredentialSource<unknown>, store, tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
+  return { credentials: source as CredentialSource<unknown>, store: schedule(instrument(store, options), options), tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
 }
