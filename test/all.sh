@@ -17,7 +17,8 @@ export PATH="$repository/node_modules/.bin:$PATH"
 
 npm run --silent build
 
-results="$(mktemp -t bucketmount-vitest-XXXXXX.json)"
+# The JSON report stays after the run, for tools that read test results.
+results="${TMPDIR:-/tmp}/bucketmount-test-results.json"
 status=0
 vitest run --config test/vitest.config.ts --reporter=default --reporter=json --outputFile.json="$results" "$@" || status=$?
 
@@ -27,6 +28,5 @@ node -e '
   const skipped = report.numPendingTests + report.numTodoTests;
   console.log(`${report.numPassedTests} passed, ${report.numFailedTests} failed, ${skipped} skipped`);
 ' "$results" || true
-rm -f "$results"
 
 exit "$status"

@@ -15,7 +15,17 @@ import { unmount } from './unmount.js';
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
+/** Node.js major version the daemon is built and tested on; older ones lack APIs the SDKs use. */
+const MINIMUM_NODE_MAJOR = 24;
+
 async function run(argv: string[]): Promise<number> {
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  if (nodeMajor < MINIMUM_NODE_MAJOR) {
+    throw new UsageError(
+      `bucketmount needs Node.js ${MINIMUM_NODE_MAJOR} or newer, but runs on ${process.version}: from a checkout use node_modules/.bin/node, which npm installs from the node package`,
+    );
+  }
+
   const [command, ...rest] = argv;
 
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
