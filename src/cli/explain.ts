@@ -8,6 +8,7 @@
  */
 
 import { isCredentialError } from '../credentials/errors.js';
+import { explainBucketAccessDenied } from '../credentials/gcp-explain.js';
 import { StoreError } from '../store/errors.js';
 import type { CommonConfig } from './config.js';
 
@@ -39,6 +40,18 @@ function networkCodeOf(error: unknown): string | undefined {
   return undefined;
 }
 
+/** A GCS 403: the role to grant on the bucket, with the gcloud command when the service account is known. */
+function explainGcsAccessDenied(error: StoreError, config: CommonConfig): string {
+  const bucket = config.location.bucket;
+  const credentials = config.credentials;
+  if (credentials.kind !== 'gcp-wif' || credentials.serviceAccount === undefined) {
+    return `${identityOf(config)} is not allowed to ${error.operation} in bucket "${bucket}": grant it roles/storage.objectAdmin (or roles/storage.objectViewer for read-only mounts) on gs://${bucket}`;
+  }
+  // `check` writes a test object, so only a read-only mount can do with the viewer role.
+  const write = !('readOnly' in config && config.readOnly === true);
+  return `the ${error.operation} request to bucket "${bucket}" was denied: ${explainBucketAccessDenied(credentials.serviceAccount, bucket, write)}`;
+}
+
 export function explainStoreError(error: StoreError, config: CommonConfig): string {
   const bucket = config.location.bucket;
   const url = config.location.url;
@@ -52,7 +65,7 @@ export function explainStoreError(error: StoreError, config: CommonConfig): stri
     case 'AccessDenied':
       return config.location.scheme === 's3'
         ? `${identity} is not allowed to ${error.operation} in bucket "${bucket}": grant it s3:ListBucket on arn:aws:s3:::${bucket} and s3:GetObject, s3:PutObject, s3:DeleteObject on arn:aws:s3:::${bucket}/*`
-        : `${identity} is not allowed to ${error.operation} in bucket "${bucket}": grant it roles/storage.objectAdmin (or objectViewer for read-only mounts) on gs://${bucket}`;
+        : explainGcsAccessDenied(error, config);
     case 'InvalidCredentials':
       return `${endpointOf(config)} rejected the credentials of ${identity} (${error.serviceCode ?? 'invalid credentials'}): check that --endpoint is the storage service that trusts this identity`;
     case 'Transient': {

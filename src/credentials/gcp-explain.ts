@@ -117,9 +117,9 @@ export function explainLifetimeRejected(serviceAccount: string, lifetimeSeconds:
 /** Explains a storage 403: the impersonated service account lacks a role on the bucket. */
 export function explainBucketAccessDenied(serviceAccount: string, bucket: string, write: boolean): string {
   const role = write ? 'roles/storage.objectAdmin' : 'roles/storage.objectViewer';
+  const need = write ? 'which reading and writing objects need' : 'which reading objects needs (writing needs roles/storage.objectAdmin)';
   return (
-    `service account ${serviceAccount} has no ${write ? 'write' : 'read'} access to gs://${bucket}: grant it ${role} on the bucket ` +
-    `(roles/storage.objectAdmin for a writable mount): gcloud storage buckets add-iam-policy-binding gs://${bucket} ` +
-    `--member=serviceAccount:${serviceAccount} --role=${role}`
+    `service account ${serviceAccount} lacks ${role} on gs://${bucket}, ${need}. ` +
+    `Grant it with: gcloud storage buckets add-iam-policy-binding gs://${bucket} --member=serviceAccount:${serviceAccount} --role=${role}`
   );
 }

@@ -287,8 +287,8 @@ describe('GCP WIF exchange', () => {
       const denied = await store.put('denied.txt', Buffer.from('x')).catch((error: unknown) => error);
       expect(denied).toBeInstanceOf(AccessDeniedError);
       expect(explainBucketAccessDenied(SERVICE_ACCOUNT, 'wif-bucket', true)).toBe(
-        `service account ${SERVICE_ACCOUNT} has no write access to gs://wif-bucket: grant it roles/storage.objectAdmin on the bucket ` +
-          `(roles/storage.objectAdmin for a writable mount): gcloud storage buckets add-iam-policy-binding gs://wif-bucket ` +
+        `service account ${SERVICE_ACCOUNT} lacks roles/storage.objectAdmin on gs://wif-bucket, which reading and writing objects need. ` +
+          `Grant it with: gcloud storage buckets add-iam-policy-binding gs://wif-bucket ` +
           `--member=serviceAccount:${SERVICE_ACCOUNT} --role=roles/storage.objectAdmin`,
       );
     } finally {

@@ -1,8 +1,8 @@
 /**
- * GCS credentials end to end: the daemon runs as its own process with
- * Workload Identity Federation credentials from the STS and IAM fakes, and
- * every storage request passes the authorizing proxy, which accepts only
- * access tokens the IAM fake minted and that have not expired.
+ * GCS credentials end to end. The daemon runs as its own process with
+ * Workload Identity Federation credentials from the STS and IAM fakes. Every
+ * storage request passes the authorizing proxy, which accepts only unexpired
+ * access tokens that the IAM fake minted.
  *
  * The first suite reads through a mount for longer than three access-token
  * lifetimes and checks that background renewal kept every request
@@ -11,8 +11,7 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,7 +22,7 @@ import { python, removeMountpoint, runCli, startDaemon, type CommandResult, type
 
 const MiB = 1024 * 1024;
 
-/** Daemon log lines are pino JSON objects; other lines are skipped. */
+/** Parses the daemon's pino JSON log lines and skips any other line. */
 function parseLogLines(logs: string): Array<Record<string, unknown>> {
   const entries: Array<Record<string, unknown>> = [];
   for (const line of logs.split('\n')) {
@@ -76,8 +75,8 @@ describe('GCS access token renewal', () => {
   }, 120_000);
 
   test('continuous reads outlive three token lifetimes', async () => {
-    // 48 MiB of files against a 16 MiB block cache (two 8 MiB blocks), read round robin: every open misses the
-    // cache, so the daemon sends GETs, each with its current token, for the whole run.
+    // 48 MiB of files read round robin against a 16 MiB block cache (two 8 MiB blocks) keep missing the cache,
+    // so the daemon sends GETs, each with its current token, for the whole run.
     daemon = await startDaemon({
       bucketUrl: backend.bucketUrl(bucket),
       args: [...backend.connectionArgs(), '--token-lifetime', String(tokenLifetimeSeconds), '--memory-limit', '16MiB'],
@@ -213,7 +212,7 @@ describe('GCS workload identity mistakes', () => {
   });
 
   test('token minted for another audience', async () => {
-    // The audience a pod gets when its projected volume does not set one.
+    // The API server's own audience on many clusters, which a projected token gets when its volume sets none.
     const wrongAudience = 'https://kubernetes.default.svc';
     await backend.writeToken({ audience: wrongAudience });
     try {
@@ -251,7 +250,10 @@ describe('GCS workload identity mistakes', () => {
     const grant = { serviceAccount: gcp.serviceAccount, bucket, role: 'roles/storage.objectAdmin' } as const;
     gcp.fakes.revokeBucket(grant);
     try {
-      await expectExplainedFailure('list', [gcp.serviceAccount, 'roles/storage.objectAdmin', `gs://${bucket}`]);
+      await expectExplainedFailure('list', [
+        `the list request to bucket "${bucket}" was denied`,
+        `gcloud storage buckets add-iam-policy-binding gs://${bucket} --member=serviceAccount:${gcp.serviceAccount} --role=roles/storage.objectAdmin`,
+      ]);
     } finally {
       gcp.fakes.grantBucket(grant);
     }
