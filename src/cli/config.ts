@@ -86,9 +86,11 @@ export interface MountConfig extends CommonConfig {
 export type CheckConfig = CommonConfig;
 
 type RawValues = Map<string, string | boolean>;
+/** The environment variable each value came from; absent for command-line values and defaults. */
+type ValueOrigins = Map<string, string>;
 
 /** Parses the arguments after the command name into positionals and raw option values. */
-function parseCommandLine(command: CommandName, argv: string[], environment: NodeJS.ProcessEnv): { positionals: string[]; values: RawValues } {
+function parseCommandLine(command: CommandName, argv: string[], environment: NodeJS.ProcessEnv): { positionals: string[]; values: RawValues; origins: ValueOrigins } {
   const declarations = OPTIONS.filter((option) => option.commands.includes(command));
   const parseOptions: Record<string, { type: 'string' | 'boolean' }> = {};
   for (const option of declarations) {
@@ -99,10 +101,11 @@ function parseCommandLine(command: CommandName, argv: string[], environment: Nod
   try {
     parsed = parseArgs({ args: argv, options: parseOptions, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError(`${(error as Error).message.split('\n')[0]}; run "bucketmount ${command} --help" for the list of options`);
+    throw new UsageError(describeParseError(error as NodeJS.ErrnoException, command));
   }
 
   const values: RawValues = new Map();
+  const origins: ValueOrigins = new Map();
   for (const option of declarations) {
     const fromCommandLine = (parsed.values as Record<string, string | boolean | undefined>)[option.name];
     const fromEnvironment = environment[environmentVariableOf(option.name)];
@@ -112,14 +115,51 @@ function parseCommandLine(command: CommandName, argv: string[], environment: Nod
       values.set(option.name, fromCommandLine);
     } else if (fromEnvironment !== undefined && fromEnvironment !== '') {
       values.set(option.name, option.type === 'boolean' ? parseBooleanVariable(option, fromEnvironment) : fromEnvironment);
+      origins.set(option.name, environmentVariableOf(option.name));
     } else if (fromFallback !== undefined && fromFallback !== '') {
       values.set(option.name, fromFallback);
+      origins.set(option.name, option.fallbackEnvironment as string);
     } else if (option.defaultValue !== undefined) {
       values.set(option.name, option.defaultValue);
     }
   }
 
-  return { positionals: parsed.positionals, values };
+  return { positionals: parsed.positionals, values, origins };
+}
+
+/** Rewrites node:util parseArgs errors, which name no fix, in the CLI's own form. */
+function describeParseError(error: NodeJS.ErrnoException, command: CommandName): string {
+  const option = /'(-{1,2}[^' ]+)/.exec(error.message)?.[1] ?? 'an option';
+  const help = `run "bucketmount ${command} --help" for the list of options`;
+
+  switch (error.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${option}: ${help}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (/does not take an argument/.test(error.message)) return `${option} takes no value: give it alone to turn it on`;
+      if (/ambiguous/.test(error.message)) return `missing value for ${option}: a value that starts with "-" must be written as ${option}=VALUE`;
+      return `missing value for ${option}: write ${option} VALUE, ${help}`;
+    default:
+      return `${error.message.split('\n')[0]}: ${help}`;
+  }
+}
+
+/**
+ * Names the environment variable in a value error when the value came from
+ * one, so that an operator who set BUCKETMOUNT_METADATA_TTL is not told to
+ * fix a --metadata-ttl they never typed.
+ */
+function withValueOrigins<T>(origins: ValueOrigins, build: () => T): T {
+  try {
+    return build();
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    const rewritten = error.message.replace(/for --([a-z0-9-]+):/, (match, name: string) => {
+      const origin = origins.get(name);
+      return origin === undefined ? match : `for ${origin} (option --${name}):`;
+    });
+    throw new UsageError(rewritten, { cause: error });
+  }
 }
 
 function parseBooleanVariable(option: OptionDeclaration, text: string): boolean {
@@ -292,8 +332,9 @@ function buildGcpCredentials(values: RawValues, environment: NodeJS.ProcessEnv):
   const serviceAccount = optionalString(values, 'gcp-service-account');
   const lifetimeText = values.get('token-lifetime') as string;
   const tokenLifetimeSeconds = parseDuration('token-lifetime', lifetimeText);
-  if (tokenLifetimeSeconds < 1 || tokenLifetimeSeconds > 43_200) {
-    throw new UsageError(`invalid value "${lifetimeText}" for --token-lifetime: GCP access tokens live 1 to 43200 seconds`);
+  // Below 30 s the renewal at 80 % of the lifetime would leave too little room for the exchange itself.
+  if (tokenLifetimeSeconds < 30 || tokenLifetimeSeconds > 43_200) {
+    throw new UsageError(`invalid value "${lifetimeText}" for --token-lifetime: use 30 to 43200 seconds (GCP allows up to 43200 for service accounts with an extended lifetime policy, 3600 otherwise)`);
   }
 
   const common = {
@@ -344,20 +385,28 @@ function buildCommon(location: BucketLocation, values: RawValues, environment: N
 }
 
 export function parseCheckArguments(argv: string[], environment: NodeJS.ProcessEnv = process.env): CheckConfig {
-  const { positionals, values } = parseCommandLine('check', argv, environment);
+  const { positionals, values, origins } = parseCommandLine('check', argv, environment);
   if (positionals.length !== 1) {
     throw new UsageError(`expected one bucket URL, got ${positionals.length} arguments: run "bucketmount check s3://BUCKET[/PREFIX] [options]"`);
   }
-  return buildCommon(parseBucketUrl(positionals[0] as string), values, environment);
+  return withValueOrigins(origins, () => buildCommon(parseBucketUrl(positionals[0] as string), values, environment));
 }
 
 export function parseMountArguments(argv: string[], environment: NodeJS.ProcessEnv = process.env): MountConfig {
-  const { positionals, values } = parseCommandLine('mount', argv, environment);
+  const { positionals, values, origins } = parseCommandLine('mount', argv, environment);
   if (positionals.length !== 2) {
     throw new UsageError(`expected a bucket URL and a mount point, got ${positionals.length} arguments: run "bucketmount mount s3://BUCKET[/PREFIX] MOUNTPOINT [options]"`);
   }
+  const location = parseBucketUrl(positionals[0] as string);
 
-  const common = buildCommon(parseBucketUrl(positionals[0] as string), values, environment);
+  // Invalid values are reported before missing credential options, so one fix at a time works.
+  const mountValues = withValueOrigins(origins, () => parseMountValues(values));
+  const common = withValueOrigins(origins, () => buildCommon(location, values, environment));
+  return { ...common, mountpoint: positionals[1] as string, ...mountValues };
+}
+
+/** Parses the options only `mount` takes. */
+function parseMountValues(values: RawValues): Omit<MountConfig, keyof CommonConfig | 'mountpoint'> {
   const get = (name: string): string => values.get(name) as string;
 
   const refreshFraction = Number(get('refresh-fraction'));
@@ -378,8 +427,6 @@ export function parseMountArguments(argv: string[], environment: NodeJS.ProcessE
   const gidText = values.get('gid');
 
   return {
-    ...common,
-    mountpoint: positionals[1] as string,
     readOnly: values.get('read-only') === true,
     uid: typeof uidText === 'string' ? parseInteger('uid', uidText, 0, 2 ** 32 - 2) : process.getuid?.() ?? 0,
     gid: typeof gidText === 'string' ? parseInteger('gid', gidText, 0, 2 ** 32 - 2) : process.getgid?.() ?? 0,

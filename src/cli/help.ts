@@ -18,8 +18,10 @@ const SUMMARY: Record<CommandName | 'unmount', string> = {
 };
 
 function describeOption(option: OptionDeclaration): string {
-  const value = option.type === 'boolean' ? '' : ` ${option.unit ? option.unit.toUpperCase() : option.type.toUpperCase()}`;
+  const valueName = option.choices !== undefined ? 'LEVEL' : (option.unit ?? option.type).toUpperCase();
+  const value = option.type === 'boolean' ? '' : ` ${valueName}`;
   const details = [option.help];
+  if (option.choices !== undefined) details.push(`one of ${option.choices.join(', ')}`);
   if (option.defaultValue !== undefined) details.push(`default ${option.defaultValue}`);
   const variables = [environmentVariableOf(option.name), option.fallbackEnvironment].filter(Boolean).join(', ');
   details.push(`environment ${variables}`);

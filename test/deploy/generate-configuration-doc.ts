@@ -21,6 +21,7 @@ const VALUE_FORMATS: Record<OptionType, string> = {
   string: 'text',
   boolean: 'a flag without a value; in an environment variable `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off`',
   integer: 'a whole number',
+  number: 'a decimal number such as `0.8`',
   size: 'bytes, with an optional unit: `k`, `KiB`, `m`, `MiB`, `g`, `GiB`, `t`, `TiB` are powers of 1024, `KB`, `MB`, `GB`, `TB` powers of 1000 (`512KiB`, `8MiB`, `1GiB`)',
   duration: 'seconds, with an optional `s`, `m` or `h` suffix (`90`, `15m`, `1h`)',
   mode: 'octal permission bits (`0644`, `0755`)',
