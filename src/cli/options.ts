@@ -9,7 +9,7 @@
  * derived configuration live in `config.ts`.
  */
 
-export type OptionType = 'string' | 'boolean' | 'integer' | 'size' | 'duration' | 'mode' | 'url';
+export type OptionType = 'string' | 'boolean' | 'integer' | 'number' | 'size' | 'duration' | 'mode' | 'url';
 
 export type CommandName = 'mount' | 'check';
 
@@ -53,7 +53,7 @@ export const OPTIONS: readonly OptionDeclaration[] = [
   { name: 'token-lifetime', type: 'duration', unit: 'seconds', defaultValue: '3600', commands: BOTH, help: 'lifetime requested for GCP service account access tokens' },
 
   // Credential renewal.
-  { name: 'refresh-fraction', type: 'string', defaultValue: '0.8', commands: MOUNT, help: 'fraction of the credentials\' lifetime after which they are renewed in the background, between 0.1 and 0.95' },
+  { name: 'refresh-fraction', type: 'number', defaultValue: '0.8', commands: MOUNT, help: 'fraction of the credentials\' lifetime after which they are renewed in the background, between 0.1 and 0.95' },
 
   // What the mount shows.
   { name: 'read-only', type: 'boolean', commands: MOUNT, help: 'mount read-only; every change fails with EROFS' },
@@ -67,7 +67,13 @@ export const OPTIONS: readonly OptionDeclaration[] = [
   // Performance.
   { name: 'block-size', type: 'size', unit: 'bytes', defaultValue: '8MiB', commands: MOUNT, help: 'size of each ranged GET and of each cached block' },
   { name: 'max-readahead', type: 'size', unit: 'bytes', defaultValue: '64MiB', commands: MOUNT, help: 'largest readahead window of one sequential reader' },
-  { name: 'memory-limit', type: 'size', unit: 'bytes', defaultValue: '512MiB', commands: MOUNT, help: 'memory for cached blocks, readahead and upload parts together' },
+  {
+    name: 'memory-limit',
+    type: 'size',
+    unit: 'bytes',
+    commands: MOUNT,
+    help: 'memory for cached blocks, readahead and upload parts together; default is derived from the container\'s cgroup memory limit as min(512MiB, (limit - 200MiB) / 2), or 512MiB without a limit',
+  },
   { name: 'part-size', type: 'size', unit: 'bytes', defaultValue: '8MiB', commands: MOUNT, help: 'first multipart upload part size; it grows so that the largest object fits in the part limit' },
   { name: 'upload-concurrency', type: 'integer', defaultValue: '8', commands: MOUNT, help: 'parts of one file uploaded in parallel' },
   { name: 'spill-dir', type: 'string', commands: MOUNT, help: 'directory for files staged before upload (random writes); default is a directory under the system temporary directory' },
@@ -75,6 +81,8 @@ export const OPTIONS: readonly OptionDeclaration[] = [
 
   // Operation.
   { name: 'log-level', type: 'string', defaultValue: 'info', commands: BOTH, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'minimum level of log lines written to standard error' },
+  { name: 'metrics-port', type: 'integer', commands: MOUNT, help: 'TCP port of the HTTP endpoint that serves Prometheus /metrics and the /healthz and /readyz checks; 0 or unset turns it off' },
+  { name: 'metrics-address', type: 'string', defaultValue: '127.0.0.1', commands: MOUNT, help: 'IP address the metrics and health endpoint binds to; 0.0.0.0 or :: lets kubelet probes and Prometheus reach it on the pod IP' },
   { name: 'shutdown-timeout', type: 'duration', unit: 'seconds', defaultValue: '30', commands: MOUNT, help: 'on SIGTERM, how long open files may take to be closed and uploaded before uploads are aborted' },
 ];
 
