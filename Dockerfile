@@ -47,7 +47,6 @@ FROM node:${NODE_IMAGE_TAG}-slim AS runtime
 
 # fuse3 brings libfuse3 and the setuid fusermount3 helper; tini forwards
 # SIGTERM to the daemon and reaps the fusermount3 children it starts.
-# mountpoint (for the health check) is in util-linux, which slim already has.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends fuse3 tini \
@@ -78,16 +77,19 @@ COPY --from=builder /app/native/build/Release/bucketmount_fuse.node /app/native/
 
 USER 65532:65532
 
-# The mount point that the health check tests; the daemon itself takes the
-# mount point as its second argument.
-ENV HEALTHCHECK_MOUNTPOINT=/data \
+# The metrics and health endpoint is on by default in the image, on
+# loopback; deploy/ binds it to the pod IP so that kubelet can probe it.
+ENV BUCKETMOUNT_METRICS_PORT=9464 \
     NODE_ENV=production
 
-# Healthy once the bucket is mounted at the mount point. Kubernetes ignores
-# this instruction; the probes in deploy/ run the same command.
-# TODO: query /healthz once the metrics and health port exists.
+EXPOSE 9464
+
+# Healthy while the FUSE session is mounted and the event loop answers
+# (/healthz). The image has no curl, so Node.js itself sends the request.
+# Kubernetes ignores this instruction; the probes in deploy/ call /healthz
+# and /readyz directly.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["/bin/sh", "-c", "mountpoint -q \"$HEALTHCHECK_MOUNTPOINT\""]
+    CMD ["node", "-e", "fetch('http://127.0.0.1:' + process.env.BUCKETMOUNT_METRICS_PORT + '/healthz').then((response) => process.exit(response.ok ? 0 : 1), () => process.exit(1))"]
 
 # Arguments: the bucket URL and the mount point, then options, for example
 #   s3://BUCKET/PREFIX /data --role-arn ARN

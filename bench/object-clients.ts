@@ -161,7 +161,7 @@ export async function gcsCeilingClient(environment: GcsEnvironment): Promise<Cei
       const page = (await (await expectOk(await fetch(url, { headers }), `listing ${prefix}`)).json()) as { items?: unknown[]; prefixes?: unknown[]; nextPageToken?: string };
       return { entries: (page.items?.length ?? 0) + (page.prefixes?.length ?? 0), next: page.nextPageToken };
     },
-    serverBytes: () => environment.authorizedProxy.bytesFromServer() + environment.anonymousProxy.bytesFromServer(),
+    serverBytes: () => environment.authorizedProxy.bytesFromServer(),
     close: () => undefined,
   };
 }

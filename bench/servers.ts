@@ -93,8 +93,6 @@ export interface GcsEnvironment {
   gcp: GcpEnvironment;
   /** In front of the authorizing proxy: bucketmount and the SDK ceiling use it. */
   authorizedProxy: CountingProxy;
-  /** In front of fake-gcs-server itself, for gcsfuse with anonymous access. */
-  anonymousProxy: CountingProxy;
   tokenFile: string;
   stop(): Promise<void>;
 }
@@ -103,7 +101,6 @@ export async function startGcsEnvironment(): Promise<GcsEnvironment> {
   const gcp = await startGcpEnvironment();
   await gcp.createBucket(GCS_BUCKET);
   const authorizedProxy = await startCountingProxy(gcp.proxy.endpoint);
-  const anonymousProxy = await startCountingProxy(gcp.gcs.endpoint);
 
   const tokenDirectory = await mkdtemp(join(tmpdir(), 'bucketmount-bench-gcp-token-'));
   const token = await gcp.issuer.mintToken({ audience: gcp.fakes.audience, expiresInSeconds: 6 * 3600 });
@@ -112,11 +109,9 @@ export async function startGcsEnvironment(): Promise<GcsEnvironment> {
   return {
     gcp,
     authorizedProxy,
-    anonymousProxy,
     tokenFile,
     stop: async () => {
       await authorizedProxy.stop();
-      await anonymousProxy.stop();
       await gcp.stop();
       await rm(tokenDirectory, { recursive: true, force: true });
     },

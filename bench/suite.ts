@@ -2,9 +2,9 @@
  * Seeds a bucket and runs every scenario on the SDK ceiling and on each
  * mount target of one backend.
  *
- * Each mount scenario gets a fresh mount (so caches start empty) and the page
- * cache is dropped before it; the warm re-read is the exception and reads
- * again on the mount of the cold read. CPU seconds are those the mount
+ * Each mount scenario gets a fresh mount, so that caches start empty, and the
+ * page cache is dropped before it. The warm re-read is the exception: it
+ * reads again on the mount of the cold read. CPU seconds are those the mount
  * process used during the measured step; peak RSS is its VmHWM at the end of
  * the step, which counts from the mount's start.
  */
@@ -146,8 +146,9 @@ async function waitUntilStored(admin: AdminClient, key: string, size: number): P
   }
 }
 
-function ok(context: SuiteContext, scenario: string, target: string, fields: Partial<Result>): Result {
+function ok(context: SuiteContext, scenario: string, target: string, fields: Partial<Result>, countsServerBytes = true): Result {
   const result: Result = { backend: context.backend, scenario, target, status: 'ok', ...fields };
+  if (!countsServerBytes) delete result.serverBytes;
   if (result.bytes !== undefined && result.seconds !== undefined && result.seconds > 0) result.mibPerSecond = mib(result.bytes, result.seconds);
   if (result.bytes !== undefined && result.serverBytes !== undefined && result.bytes > 0) result.amplification = result.serverBytes / result.bytes;
   return result;
@@ -199,7 +200,7 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
 
   const writeSource = `${context.sourceFile}.write`;
   await runChecked('sh', ['-c', `head -c ${options.writeBytes} "${context.sourceFile}" > "${writeSource}"`]);
-  record('seq-write', { bytes: options.writeBytes, ...(await measureCeiling(ceiling, () => ceiling.uploadFile('sdk/write.bin', writeSource))) });
+  record('seq-write', { bytes: options.writeBytes, ...(await measureCeiling(ceiling, () => ceiling.uploadFile('sdk/write.bin', writeSource))), serverBytes: undefined });
   await runChecked('rm', ['-f', writeSource]);
 
   const smallBody = Buffer.alloc(options.smallFileBytes, 's');
@@ -207,6 +208,7 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
     ...(await measureCeiling(ceiling, async () => {
       for (let index = 0; index < options.smallFiles; index += 1) await ceiling.putObject(`sdk/small/file-${String(index).padStart(5, '0')}`, smallBody);
     })),
+    serverBytes: undefined,
     note: 'one PUT after another',
   });
   record('small-read', {
@@ -232,7 +234,7 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-/** Mounts, runs `body`, and always unmounts; a failure becomes a failed row. */
+/** Mounts, runs `body` and unmounts, also on failure. A failure becomes one failed row per scenario. */
 async function withMount(context: SuiteContext, target: MountTarget, scenarios: string[], body: (mount: RunningMount) => Promise<Result[]>): Promise<Result[]> {
   const dropNote = await dropPageCache();
   let mount: RunningMount | undefined;
@@ -255,7 +257,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
   const serverBytes = (): number => context.ceiling.serverBytes();
   const results: Result[] = [];
   context.log(`${context.backend}: ${target.name}`);
-  const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields);
+  const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields, target.countsServerBytes);
 
   results.push(
     ...(await withMount(context, target, ['startup', 'seq-read-cold', 'seq-read-warm'], async (mount) => {

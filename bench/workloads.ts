@@ -1,7 +1,6 @@
 /**
- * The workloads, each run against a mount point by separate processes (dd,
- * ls, find, Python) the way programs use a mount, and the SDK equivalent
- * that gives the ceiling.
+ * The workloads run against a mount point by separate processes (dd, ls,
+ * find, Python), the way programs use a mount, and the helpers that run them.
  */
 
 import { spawn } from 'node:child_process';
@@ -33,14 +32,16 @@ export function runCommand(file: string, args: string[], timeoutMs = 1_800_000):
 export async function runChecked(file: string, args: string[]): Promise<string> {
   const outcome = await runCommand(file, args);
   if (outcome.status !== 0) {
-    throw new Error(`${file} ${args.join(' ').slice(0, 300)} failed with status ${outcome.status}: ${outcome.stderr.trim().slice(-800)}`);
+    // A program passed with -c is shown by its flag only, so that the error stays one readable line.
+    const shown = args.map((argument, index) => (args[index - 1] === '-c' && file === 'python3' ? '<program>' : argument));
+    throw new Error(`${file} ${shown.join(' ').slice(0, 300)} failed with status ${outcome.status}: ${outcome.stderr.trim().slice(-800)}`);
   }
   return outcome.stdout;
 }
 
 /**
- * Writes the kernel's clean page cache, dentries and inodes out, so that a
- * cold read fetches from the mount and not from memory. Needs root.
+ * Drops the kernel's clean page cache, dentries and inodes after a sync, so
+ * that a cold read fetches from the mount and not from memory. Needs root.
  */
 export async function dropPageCache(): Promise<string | undefined> {
   try {

@@ -39,6 +39,8 @@ export interface BlockCacheStatistics {
   misses: number;
   /** Reads that waited for a fetch another reader had started. */
   sharedFetches: number;
+  /** Blocks dropped as least recently used to stay within `maxBytes`. */
+  evictions: number;
   cachedBytes: number;
   cachedBlocks: number;
 }
@@ -71,13 +73,17 @@ function sliceOf(range: BlockRange, start: number, end: number): Buffer {
 export class BlockCache {
   private readonly blocks: LRUCache<string, BlockRange>;
   private readonly inFlight = new Map<string, PendingFetch>();
-  private readonly statistics = { hits: 0, misses: 0, sharedFetches: 0 };
+  private readonly statistics = { hits: 0, misses: 0, sharedFetches: 0, evictions: 0 };
 
   constructor(options: BlockCacheOptions) {
     this.blocks = new LRUCache<string, BlockRange>({
       maxSize: Math.max(1, options.maxBytes),
       // lru-cache requires a positive size, so an empty range counts one byte.
       sizeCalculation: (range) => Math.max(1, range.data.length),
+      // Only 'evict' counts: 'set' replaces a block with its extended range, and 'delete' comes from clear().
+      dispose: (_range, _key, reason) => {
+        if (reason === 'evict') this.statistics.evictions += 1;
+      },
     });
   }
 

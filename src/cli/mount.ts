@@ -11,18 +11,38 @@
  * --shutdown-timeout to be closed and uploaded, then the rest is aborted),
  * unmounts and exits 0. A second signal aborts pending uploads and exits at
  * once. An external unmount (`fusermount3 -u`) ends the daemon the same way
- * as a first signal.
+ * as a first signal. The unmount is lazy: when a program still holds a file
+ * or a working directory in the mount, the kernel keeps the connection until
+ * it lets go, so the daemon waits only UNMOUNT_WAIT_MS for that and then
+ * exits, which ends the connection (those programs then get ENOTCONN).
+ *
+ * With --metrics-port, an HTTP endpoint serves /metrics, /healthz (the FUSE
+ * session is mounted and the event loop answers) and /readyz (also: not
+ * shutting down, and the credentials held have not expired).
  */
 
 import { mkdir, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { BucketFilesystem } from '../fs/filesystem.js';
 import { resolveFilesystemConfig } from '../fs/config.js';
-import { FuseSession } from '../fuse/session.js';
+import type { CredentialSource } from '../credentials/types.js';
+import { FuseSession, errnoName } from '../fuse/session.js';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { createProcessRegistry, MountMetrics } from '../observability/metrics.js';
+import { startOperationsServer, type HealthCheck, type OperationsServer } from '../observability/operations-server.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
+import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
+
+/**
+ * How long the daemon waits, after its lazy unmount, for the kernel to close
+ * the FUSE connection. The kernel closes it at once when nothing in the mount
+ * is open; a longer wait means a program holds a file or working directory
+ * there, possibly for as long as it runs.
+ */
+const UNMOUNT_WAIT_MS = 5_000;
 
 /** A failure before the mount was ready, explained for the operator. */
 class MountStartError extends Error {
@@ -50,10 +70,46 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
   }
 }
 
-async function connect(config: MountConfig, logger: Logger): Promise<Connection> {
+/** State that the health checks read, updated as the mount starts, serves and stops. */
+interface MountState {
+  credentials: CredentialSource<unknown> | undefined;
+  session: FuseSession | undefined;
+  sessionClosed: boolean;
+  stopping: boolean;
+}
+
+function healthChecks(state: MountState): { liveness: HealthCheck[]; readiness: HealthCheck[] } {
+  const mounted: HealthCheck = {
+    name: 'fuse-session',
+    run: () => {
+      if (state.session === undefined) return { ok: false, detail: 'the bucket is not mounted yet' };
+      if (state.sessionClosed) return { ok: false, detail: `the FUSE session at ${state.session.mountpoint} has closed` };
+      return { ok: true, detail: `serving ${state.session.mountpoint}` };
+    },
+  };
+  const running: HealthCheck = {
+    name: 'shutdown',
+    run: () => (state.stopping ? { ok: false, detail: 'shutting down: finishing uploads, then unmounting' } : { ok: true, detail: 'not shutting down' }),
+  };
+  const credentials: HealthCheck = {
+    name: 'credentials',
+    run: () => {
+      const current = state.credentials?.state();
+      const expiration = current?.expiration;
+      if (expiration === undefined) return { ok: false, detail: `no credentials yet${current?.lastError ? `: ${current.lastError}` : ''}` };
+      if (expiration.getTime() <= Date.now()) {
+        return { ok: false, detail: `the credentials expired at ${expiration.toISOString()}${current?.lastError ? `; last renewal failed: ${current.lastError}` : ''}` };
+      }
+      return { ok: true, detail: `valid until ${expiration.toISOString()}` };
+    },
+  };
+  return { liveness: [mounted], readiness: [running, credentials] };
+}
+
+async function connect(config: MountConfig, logger: Logger, metrics: MountMetrics): Promise<Connection> {
   // Enough sockets for every reader's readahead and every writer's parts at once.
   const maxSockets = Math.max(64, config.uploadConcurrency * 4 + Math.ceil(config.maxReadahead / config.blockSize) * 4);
-  const connection = createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets });
+  const connection = createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets, metrics });
 
   try {
     await connection.credentials.start();
@@ -81,7 +137,53 @@ export async function runMount(argv: string[]): Promise<number> {
   const startedAt = performance.now();
   logger.info({ event: 'mount-starting', url: config.location.url, mountpoint: config.mountpoint }, `mounting ${config.location.url} at ${config.mountpoint}`);
 
-  const connection = await connect(config, logger);
+  const metrics = new MountMetrics();
+  const state: MountState = { credentials: undefined, session: undefined, sessionClosed: false, stopping: false };
+  // Started first, so that probes and scrapes during a slow start see why the mount is not ready.
+  let operations: OperationsServer | undefined;
+  if (config.metricsPort !== 0) {
+    const processRegistry = createProcessRegistry();
+    operations = await startOperationsServer({
+      port: config.metricsPort,
+      address: config.metricsAddress,
+      registries: () => [processRegistry, metrics.registry],
+      ...healthChecks(state),
+      logger: logger.child({ component: 'operations-server' }),
+    });
+  }
+
+  try {
+    return await mountAndServe(config, logger, metrics, state, operations, startedAt);
+  } catch (error) {
+    await operations?.close();
+    throw error;
+  }
+}
+
+async function mountAndServe(config: MountConfig, logger: Logger, metrics: MountMetrics, state: MountState, operations: OperationsServer | undefined, startedAt: number): Promise<number> {
+  const memory = await chooseMemoryBudget(config.memoryLimit, 2 * config.blockSize);
+  logger.info(
+    {
+      event: 'memory-budget',
+      budgetBytes: memory.bytes,
+      source: memory.source,
+      containerLimitBytes: memory.containerLimit?.bytes,
+      cgroupFile: memory.containerLimit?.file,
+    },
+    memory.source === 'cgroup'
+      ? `memory budget ${memory.bytes} bytes, derived from the cgroup v${memory.containerLimit!.cgroupVersion} memory limit of ${memory.containerLimit!.bytes} bytes`
+      : `memory budget ${memory.bytes} bytes (${memory.source === 'option' ? 'from --memory-limit' : 'no container memory limit found; the default'})`,
+  );
+  if (memory.containerLimit !== undefined && memory.bytes > (memory.containerLimit.bytes - RESERVED_FOR_PROCESS) / 2) {
+    logger.warn(
+      { budgetBytes: memory.bytes, containerLimitBytes: memory.containerLimit.bytes, blockSize: config.blockSize },
+      'the container memory limit leaves less room than two blocks need; raise the limit or lower --block-size, or the daemon risks being killed for memory',
+    );
+  }
+
+  const connection = await connect(config, logger, metrics);
+  state.credentials = connection.credentials;
+  metrics.observeCredentials(() => connection.credentials.state());
 
   const filesystemConfig = resolveFilesystemConfig({
     prefix: config.location.prefix,
@@ -95,12 +197,13 @@ export async function runMount(argv: string[]): Promise<number> {
     maxReadahead: config.maxReadahead,
     partSize: config.partSize,
     uploadConcurrency: config.uploadConcurrency,
-    memoryLimitBytes: config.memoryLimit,
+    memoryLimitBytes: memory.bytes,
     ...(config.spillDirectory !== undefined ? { spillDirectory: config.spillDirectory } : {}),
   });
   await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
 
   const filesystem = new BucketFilesystem({ store: connection.store, config: filesystemConfig, logger: logger.child({ component: 'fs' }) });
+  metrics.observeFilesystem(() => filesystem.statistics(), memory.bytes);
 
   let session: FuseSession;
   try {
@@ -115,6 +218,11 @@ export async function runMount(argv: string[]): Promise<number> {
         requestTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxThreads: 16,
         autoUnmount: true,
+        onOperationDone: (op, errno, durationMs, bytes) => {
+          metrics.operationDone(op, errno, durationMs, errnoName);
+          if (op === 'read') metrics.bytesRead(bytes);
+          else if (op === 'write') metrics.bytesWritten(bytes);
+        },
       },
       filesystem,
       logger.child({ component: 'fuse' }),
@@ -123,31 +231,65 @@ export async function runMount(argv: string[]): Promise<number> {
     connection.close();
     throw new MountStartError(`cannot mount at ${config.mountpoint}: ${(error as Error).message}`, error);
   }
+  state.session = session;
+  void session.closed.then(() => {
+    state.sessionClosed = true;
+  });
 
   logger.info(
     { event: 'mount-ready', url: config.location.url, mountpoint: config.mountpoint, startupMs: Math.round(performance.now() - startedAt) },
     `mounted ${config.location.url} at ${config.mountpoint}; ready`,
   );
 
-  return serveUntilStopped(config, session, filesystem, connection, logger);
+  return serveUntilStopped(config, session, filesystem, connection, state, operations, logger);
+}
+
+/**
+ * Unmounts lazily and waits up to UNMOUNT_WAIT_MS for the kernel to close the
+ * connection. Returns false when it is still open because a program holds
+ * something in the mount; exiting the process then ends the connection.
+ */
+async function unmountWithin(session: FuseSession, logger: Logger): Promise<boolean> {
+  const closed = await Promise.race([session.unmount().then(() => true), sleep(UNMOUNT_WAIT_MS, false, { ref: false })]);
+  if (!closed) {
+    logger.warn(
+      { mountpoint: session.mountpoint, waitedMs: UNMOUNT_WAIT_MS },
+      'the mount was detached but a program still holds a file or directory in it; exiting ends the FUSE connection, and that program gets ENOTCONN',
+    );
+  }
+  return closed;
 }
 
 /** Waits for a signal or an external unmount, then shuts down in order. */
-async function serveUntilStopped(config: MountConfig, session: FuseSession, filesystem: BucketFilesystem, connection: Connection, logger: Logger): Promise<number> {
+async function serveUntilStopped(
+  config: MountConfig,
+  session: FuseSession,
+  filesystem: BucketFilesystem,
+  connection: Connection,
+  state: MountState,
+  operations: OperationsServer | undefined,
+  logger: Logger,
+): Promise<number> {
   let signalCount = 0;
 
   const stopped = new Promise<string>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       signalCount += 1;
+      state.stopping = true;
       if (signalCount === 1) {
         logger.info({ event: 'shutdown-requested', signal }, `received ${signal}: finishing uploads, then unmounting`);
         resolve(signal);
         return;
       }
       logger.warn({ event: 'shutdown-forced', signal }, `received ${signal} again: aborting pending uploads and exiting`);
-      void filesystem.shutdown({ drain: false }).finally(() => {
-        void session.unmount().finally(() => process.exit(1));
-      });
+      void filesystem
+        .shutdown({ drain: false })
+        .catch((error: unknown) => logger.error({ err: error }, 'aborting uploads at a forced shutdown failed'))
+        .then(() => unmountWithin(session, logger))
+        .finally(() => {
+          logger.flush();
+          process.exit(1);
+        });
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
@@ -155,6 +297,7 @@ async function serveUntilStopped(config: MountConfig, session: FuseSession, file
   });
 
   const reason = await stopped;
+  state.stopping = true;
 
   const drainTimer = setTimeout(() => {
     logger.warn({ timeoutSeconds: config.shutdownTimeoutSeconds }, 'open files were not closed within the shutdown timeout; aborting their uploads');
@@ -169,9 +312,16 @@ async function serveUntilStopped(config: MountConfig, session: FuseSession, file
   }
   clearTimeout(drainTimer);
 
-  await session.unmount();
+  const closed = await unmountWithin(session, logger);
   connection.close();
-  logger.info({ event: 'mount-stopped', reason, mountpoint: config.mountpoint }, `unmounted ${config.mountpoint}`);
+  await operations?.close();
+  // A second signal during the drain aborted the uploads: that shutdown did not finish its work.
+  const status = signalCount > 1 ? 1 : 0;
+  logger.info({ event: 'mount-stopped', reason, mountpoint: config.mountpoint, status }, `unmounted ${config.mountpoint}`);
   logger.flush();
-  return 0;
+  if (!closed) {
+    // The FUSE request loop still runs and keeps the event loop alive; exiting closes /dev/fuse.
+    process.exit(status);
+  }
+  return status;
 }

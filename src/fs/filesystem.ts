@@ -367,7 +367,11 @@ export class BucketFilesystem implements FilesystemOperations {
 
   async flush(ino: number, fh: number, _context?: RequestContext): Promise<void> {
     const handle = this.requireHandle(fh, 'file');
-    if (handle.writable) await this.flushWriter(ino);
+    if (!handle.writable) return;
+
+    // A created or truncated file nobody wrote yet is uploaded at release, not at this flush (see onlyEmptied).
+    if (this.writers.get(ino)?.writer.onlyEmptied === true) return;
+    await this.flushWriter(ino);
   }
 
   async fsync(ino: number, fh: number, _dataOnly?: boolean, _context?: RequestContext): Promise<void> {

@@ -81,8 +81,12 @@ export interface FuseMountOptions {
    * (needs root; skipped for /dev/fd/N mounts). Default DEFAULT_READ_AHEAD_KIB; 0 keeps the kernel default.
    */
   readAheadKib?: number;
-  /** Called once per answered request with the errno sent (0 for success), for metrics. */
-  onOperationDone?: (op: FuseOperation, errno: number, durationMs: number) => void;
+  /**
+   * Called once per answered request with the errno sent (0 for success), for
+   * metrics. `bytes` is the data length of a successful read reply and the
+   * count of a successful write reply, and 0 otherwise.
+   */
+  onOperationDone?: (op: FuseOperation, errno: number, durationMs: number, bytes: number) => void;
 }
 
 const ERRNO_NAMES = new Map<number, string>();
@@ -104,6 +108,13 @@ function subjectInode(request: NativeRequest): number | undefined {
   if ('ino' in request) return request.ino;
   if ('parent' in request) return request.parent;
   return undefined;
+}
+
+/** Returns the bytes a successful read or write reply moved: the data of a read, the count of a write. */
+function transferredBytes(op: FuseOperation, value: unknown): number {
+  if (op === 'read' && Buffer.isBuffer(value)) return value.length;
+  if (op === 'write' && typeof value === 'number') return value;
+  return 0;
 }
 
 function isDescriptorMountpoint(mountpoint: string): boolean {
@@ -295,10 +306,10 @@ export class FuseSession {
     this.#logger[entry.level](fields, entry.message);
   }
 
-  #reportDone(op: FuseOperation, errno: number, durationMs: number): void {
+  #reportDone(op: FuseOperation, errno: number, durationMs: number, bytes = 0): void {
     if (this.#onOperationDone === undefined) return;
     try {
-      this.#onOperationDone(op, errno, durationMs);
+      this.#onOperationDone(op, errno, durationMs, bytes);
     } catch (error) {
       this.#logger.error({ err: error, op }, 'onOperationDone callback threw');
     }
@@ -467,7 +478,7 @@ export class FuseSession {
           return;
         }
         if (delivered) {
-          this.#reportDone(request.op, 0, performance.now() - started);
+          this.#reportDone(request.op, 0, performance.now() - started, transferredBytes(request.op, value));
         } else {
           this.#logger.debug({ op: request.op, requestId: request.id }, 'dropped a reply that arrived after the request deadline');
         }

@@ -33,6 +33,7 @@ import type { Logger } from 'pino';
 
 import type { ObjectStore } from '../store/types.js';
 import type { BlockCache, BlockId } from '../cache/block-cache.js';
+import { getWithRetry } from './get-retry.js';
 
 const MiB = 1024 * 1024;
 
@@ -171,11 +172,13 @@ export class ObjectReader {
   }
 
   private async fetch(start: number, end: number): Promise<Buffer> {
-    const result = await this.options.store.get(this.key, {
-      range: { start, end },
-      ifVersion: this.version,
-      signal: this.options.signal,
-    });
+    // A body cut short or reset is not retried by the store, so it is repeated here.
+    const result = await getWithRetry(
+      this.options.store,
+      this.key,
+      { range: { start, end }, ifVersion: this.version, signal: this.options.signal },
+      { logger: this.options.logger },
+    );
     return result.body;
   }
 

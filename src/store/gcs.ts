@@ -63,9 +63,10 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
-import { IdempotencyStrategy, Storage, type Bucket, type File, type StorageOptions } from '@google-cloud/storage';
+import { IdempotencyStrategy, RETRYABLE_ERR_FN_DEFAULT, Storage, type ApiError, type Bucket, type File, type StorageOptions } from '@google-cloud/storage';
 
 import type { CredentialSource, GcpAccessToken } from '../credentials/types.js';
 import type { Logger } from '../observability/logger.js';
@@ -130,6 +131,16 @@ export interface GcsStoreOptions {
   limits?: Partial<StoreLimits>;
   /** Retries of the storage client for every request; defaults to 4, so a request gets five attempts as on S3. */
   maxRetries?: number;
+  /**
+   * Timeout of each request sent through the storage client, in milliseconds:
+   * the time until the response headers (the upload of a request body
+   * included), and then again for reading a response body; defaults to 60,000.
+   * NOTE: the client's transport only notices a response body cut short
+   * through this timeout, so such a response costs one timeout before its retry.
+   */
+  requestTimeoutMs?: number;
+  /** A download whose connection sends nothing for this long fails and is retried by the read path, in milliseconds; defaults to 30,000. */
+  downloadIdleTimeoutMs?: number;
   /** Deletes in flight at once in `deleteMany` and upload cleanup; defaults to 16. */
   deleteConcurrency?: number;
   logger?: Logger;
@@ -230,6 +241,20 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
+/**
+ * The storage client's retry rule, plus the failures of its transport
+ * (node-fetch 2.7) that the default rule does not recognise: a response body
+ * that timed out (which is how a response cut short ends there, see
+ * `requestMedia`), a request timeout, a body that is not the JSON announced,
+ * and connections refused or closed early.
+ */
+function isRetryableGcsFailure(error: ApiError): boolean {
+  if (RETRYABLE_ERR_FN_DEFAULT(error)) return true;
+  const shape = error as unknown as { name?: string; type?: string; code?: unknown };
+  if (shape.name === 'FetchError' && ['body-timeout', 'request-timeout', 'invalid-json', 'system'].includes(shape.type ?? '')) return true;
+  return typeof shape.code === 'string' && ['ECONNREFUSED', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET'].includes(shape.code);
+}
+
 /** Sends a JSON API request through the storage client's authenticated request stack. */
 function requestJson<T>(target: File | Bucket, options: Parameters<File['request']>[0]): Promise<{ body: T; response: unknown }> {
   return new Promise((resolve, reject) => {
@@ -278,6 +303,11 @@ export class GcsStore implements ObjectStore {
   private readonly deleteConcurrency: number;
   private readonly logger: Logger | undefined;
   private readonly onRetry: (() => void) | undefined;
+  private readonly apiEndpoint: string;
+  private readonly downloadIdleTimeoutMs: number;
+  /** Connections of media downloads, which bypass the storage client (see `requestMedia`). */
+  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
   /** Set after one listing of the bucket succeeded: a 404 on an object is then the object's, not the bucket's. */
   private bucketConfirmed = false;
 
@@ -298,10 +328,13 @@ export class GcsStore implements ObjectStore {
     }
 
     const maxRetries = options.maxRetries ?? 4;
+    this.apiEndpoint = (options.apiEndpoint ?? GCS_DEFAULT_ENDPOINT).replace(/\/+$/, '');
+    this.downloadIdleTimeoutMs = options.downloadIdleTimeoutMs ?? 30_000;
     this.storage = new Storage({
       apiEndpoint: options.apiEndpoint ?? GCS_DEFAULT_ENDPOINT,
       // Without this the client sends no credentials to an endpoint other than the default one.
       useAuthWithCustomEndpoint: true,
+      timeout: options.requestTimeoutMs ?? 60_000,
       authClient: createStorageAuthClient(options.credentials),
       // RetryAlways, because with the default RetryConditional a save without
       // ifGenerationMatch (every part upload) is not retried, and
@@ -311,9 +344,22 @@ export class GcsStore implements ObjectStore {
       // repeated; a repeated conditional create is checked in `upload`.
       // Delays double from 1 s up to 8 s, and no retry starts after 60 s, so a
       // request fails well within the kernel's request timeout (120 s by default).
-      retryOptions: { autoRetry: maxRetries > 0, maxRetries, idempotencyStrategy: IdempotencyStrategy.RetryAlways, maxRetryDelay: 8, totalTimeout: 60 },
+      retryOptions: {
+        autoRetry: maxRetries > 0,
+        maxRetries,
+        idempotencyStrategy: IdempotencyStrategy.RetryAlways,
+        maxRetryDelay: 8,
+        totalTimeout: 60,
+        retryableErrorFn: isRetryableGcsFailure,
+      },
     });
     this.bucketHandle = this.storage.bucket(this.bucket);
+  }
+
+  /** Closes the download connections. Idempotent. */
+  destroy(): void {
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 
   // ---------------------------------------------------------------------------
@@ -435,38 +481,9 @@ export class GcsStore implements ObjectStore {
     };
     if (request.range !== undefined) headers.Range = `bytes=${request.range.start}-${request.range.end - 1}`;
 
-    const file = this.bucketHandle.file(key);
-    const { response, body } = await new Promise<{ response: IncomingMessage & { toJSON?: () => { headers: Record<string, string> } }; body: Buffer }>(
-      (resolve, reject) => {
-        const stream = file.requestStream({ uri: '', qs, headers });
-        const abort = (): void => {
-          (stream as unknown as { destroy(error?: Error): void }).destroy();
-          reject(Object.assign(new Error('the download was aborted'), { name: 'AbortError', cause: request.signal?.reason }));
-        };
-        request.signal?.addEventListener('abort', abort, { once: true });
-        const settle = (): void => request.signal?.removeEventListener('abort', abort);
+    const { response, body } = await this.requestMedia(key, qs, headers, request.signal);
 
-        stream.on('error', (error: Error) => {
-          settle();
-          reject(error);
-        });
-        stream.on('response', (incoming: IncomingMessage) => {
-          const chunks: Buffer[] = [];
-          incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
-          incoming.on('error', (error: Error) => {
-            settle();
-            reject(error);
-          });
-          incoming.on('end', () => {
-            settle();
-            resolve({ response: incoming, body: Buffer.concat(chunks) });
-          });
-        });
-        stream.resume();
-      },
-    );
-
-    const responseHeaders = (response.toJSON?.().headers ?? response.headers) as Record<string, string | undefined>;
+    const responseHeaders = response.headers as Record<string, string | undefined>;
     const status = response.statusCode ?? 0;
     if (status < 200 || status > 299) {
       throw this.httpError(status, body, responseHeaders);
@@ -520,6 +537,52 @@ export class GcsStore implements ObjectStore {
       lastModified: new Date(responseHeaders['last-modified'] ?? 0),
     };
     return { info, body: bytes };
+  }
+
+  /**
+   * Sends one media download with Node's HTTP client and collects the body.
+   *
+   * The storage client's requestStream is not used here, because its
+   * transport (node-fetch 2.7 under teeny-request) pipes the response into a
+   * PassThrough that never ends when the connection closes before
+   * Content-Length bytes arrived, so a truncated download would hang until
+   * the caller gives up. Node's IncomingMessage reports that case as an
+   * 'aborted' error, which becomes a TransientError. Retries happen in the
+   * read path (`getWithRetry`) and, after a 401, in `send`.
+   */
+  private async requestMedia(
+    key: string,
+    query: Record<string, string>,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<{ response: IncomingMessage; body: Buffer }> {
+    let accessToken: string;
+    try {
+      accessToken = (await this.credentials.current(signal)).accessToken;
+    } catch (error) {
+      throw new AccessTokenUnavailableError((error as Error).message, { cause: error });
+    }
+
+    const url = new URL(`${this.apiEndpoint}/storage/v1/b/${encodeURIComponent(this.bucket)}/o/${encodeURIComponent(key)}`);
+    for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+
+    return new Promise((resolve, reject) => {
+      const outgoing = send(url, { method: 'GET', headers: { ...headers, Authorization: `Bearer ${accessToken}` }, agent: url.protocol === 'https:' ? this.httpsAgent : this.httpAgent, signal });
+      // A connection that stays idle this long fails and is retried by the read path.
+      outgoing.setTimeout(this.downloadIdleTimeoutMs, () => {
+        outgoing.destroy(Object.assign(new Error(`no data from GCS for ${this.downloadIdleTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+      });
+      outgoing.on('error', reject);
+      outgoing.on('response', (incoming) => {
+        const chunks: Buffer[] = [];
+        incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+        // Node emits an 'aborted' error with code ECONNRESET when the connection closes before the whole body arrived.
+        incoming.on('error', reject);
+        incoming.on('end', () => resolve({ response: incoming, body: Buffer.concat(chunks) }));
+      });
+      outgoing.end();
+    });
   }
 
   /** Builds an error object shaped like the storage client's ApiError from a raw response. */

@@ -111,6 +111,8 @@ export interface S3StoreOptions {
   logger: Logger;
   /** Hook that refreshes the credentials after S3 rejected them. The failed request is then repeated once. */
   onInvalidCredentials?: () => Promise<void>;
+  /** Called before each repeated attempt of a request (SDK retries and the repeat after rejected credentials), for metrics. */
+  onRetry?: () => void;
 }
 
 interface RequestContext extends S3ErrorContext {
@@ -138,6 +140,7 @@ export class S3Store implements ObjectStore {
   private readonly requestHandler: NodeHttpHandler;
   private readonly logger: Logger;
   private readonly onInvalidCredentials: (() => Promise<void>) | undefined;
+  private readonly onRetry: (() => void) | undefined;
   private readonly copyPartSize: number;
   private readonly copyConcurrency: number;
   /**
@@ -155,6 +158,7 @@ export class S3Store implements ObjectStore {
     this.limits = Object.freeze({ ...S3_LIMITS, ...options.limits });
     this.logger = options.logger.child({ component: 's3-store', bucket: options.bucket });
     this.onInvalidCredentials = options.onInvalidCredentials;
+    this.onRetry = options.onRetry;
     this.copyPartSize = options.copyPartSize ?? 256 * MiB;
     this.copyConcurrency = options.copyConcurrency ?? 4;
 
@@ -222,6 +226,7 @@ export class S3Store implements ObjectStore {
       const attemptHeader = (args.request as { headers?: Record<string, string> }).headers?.['amz-sdk-request'];
       const attempt = /attempt=(\d+)/.exec(attemptHeader ?? '')?.[1];
       if (attempt !== undefined && Number(attempt) > 1) {
+        options.onRetry?.();
         this.logger.info({ command: context.commandName, attempt: Number(attempt), maxAttempts }, 'retrying S3 request after a throttling, server or network error');
       }
       return next(args);
@@ -403,6 +408,7 @@ export class S3Store implements ObjectStore {
 
   async createMultipartUpload(key: string, options: SignalOption & { contentType?: string } = {}): Promise<string> {
     const context: RequestContext = { operation: 'createMultipartUpload', bucket: this.bucket, key, signal: options.signal };
+    const startedAt = Date.now();
     const response = await this.run(context, (abortSignal) =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: options.contentType }), { abortSignal }),
     );
@@ -414,7 +420,32 @@ export class S3Store implements ObjectStore {
         requestId: response.$metadata.requestId,
       });
     }
+    if ((response.$metadata.attempts ?? 1) > 1) await this.abortDuplicateUploads(key, response.UploadId, startedAt);
     return response.UploadId;
+  }
+
+  /**
+   * Aborts the uploads that earlier attempts of one CreateMultipartUpload
+   * started: when a response is lost and the SDK repeats the request, S3
+   * creates a second upload, and nothing would ever complete or abort the
+   * first. Candidates are the other uploads of the same key initiated since
+   * the call started, with 5 s of tolerance for the server's clock.
+   * NOTE: an upload of the same key that another client started in that
+   * window is aborted too, and its writer then fails with EIO. Failures here
+   * are only logged: the stale-upload cleanup at the next start, or a bucket
+   * lifecycle rule, removes what is left.
+   */
+  private async abortDuplicateUploads(key: string, keptUploadId: string, startedAt: number): Promise<void> {
+    try {
+      const uploads = await this.listMultipartUploads(key);
+      const duplicates = uploads.filter((upload) => upload.key === key && upload.uploadId !== keptUploadId && upload.initiated.getTime() >= startedAt - 5_000);
+      for (const duplicate of duplicates) {
+        await this.abortMultipartUpload(key, duplicate.uploadId);
+        this.logger.info({ key, uploadId: duplicate.uploadId, keptUploadId }, 'aborted a multipart upload that a repeated CreateMultipartUpload request had started');
+      }
+    } catch (error) {
+      this.logger.warn({ key, keptUploadId, err: error }, 'could not look for multipart uploads left by a repeated CreateMultipartUpload request');
+    }
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer, options: SignalOption = {}): Promise<CompletedPart> {
@@ -643,6 +674,7 @@ export class S3Store implements ObjectStore {
       throw storeError;
     }
 
+    this.onRetry?.();
     try {
       return await send(context.signal);
     } catch (error) {

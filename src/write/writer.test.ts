@@ -334,6 +334,19 @@ describe('shutdown', () => {
     expect(await errnoOfRejection(fs.write(file.ino, file.fh, 0, Buffer.from('late'), context))).toBe(Errno.EIO);
   });
 
+  it('early flush of an unwritten file uploads nothing', async () => {
+    // dd opens its output, dups it to standard output and closes the original before writing.
+    const { memory, mount, fs } = createTestMount(smallParts);
+    const file = await mount.open('dd-output.bin', O_WRONLY | O_CREAT | O_TRUNC);
+    await fs.flush(file.ino, file.fh, context);
+    expect(memory.keys()).toEqual([]);
+
+    await fs.write(file.ino, file.fh, 0, patternBytes(3 * MiB), context);
+    await fs.shutdown({ drain: false });
+    expect(memory.keys()).toEqual([]);
+    expect(memory.pendingUploadCount()).toBe(0);
+  });
+
   it('escalated drain stores no partial object', async () => {
     const { memory, mount, fs } = createTestMount(smallParts);
     const file = await mount.open('partial.bin', O_WRONLY | O_CREAT | O_TRUNC);

@@ -42,6 +42,7 @@ import type { Logger } from 'pino';
 import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { Errno, FilesystemError } from '../fs/errno.js';
 import { StoreError } from '../store/errors.js';
+import { getWithRetry } from '../read/get-retry.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { MultipartUpload } from './multipart.js';
 import type { PendingAborts } from './pending-aborts.js';
@@ -123,6 +124,8 @@ export class FileWriter {
   /** Failure of a streaming upload, whose data is gone; later writes and flushes fail with EIO. */
   private failure: FilesystemError | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Whether a write or truncate happened since the writer was created. */
+  private changed = false;
 
   constructor(options: FileWriterOptions) {
     this.options = options;
@@ -138,6 +141,17 @@ export class FileWriter {
       this.size = options.base?.size ?? 0;
       this.dirty = options.base === undefined;
     }
+  }
+
+  /**
+   * Whether the only change is the empty content of a create or O_TRUNC,
+   * with no write or truncate since. The filesystem leaves such a file to
+   * the final release: `dd` and shells flush a descriptor they dup and close
+   * before writing, and an upload then would show an empty object in the
+   * bucket (or truncate an existing one) while the real content is written.
+   */
+  get onlyEmptied(): boolean {
+    return this.dirty && !this.changed;
   }
 
   /** Current mode, for tests and logs. */
@@ -156,6 +170,7 @@ export class FileWriter {
       const at = options.append === true ? this.size : offset;
       await this.writeAt(at, data, options.readable === true);
       this.dirty = true;
+      this.changed = true;
       this.modifiedAtMs = this.options.now();
       return data.length;
     });
@@ -177,6 +192,7 @@ export class FileWriter {
       this.throwIfFailed();
       await this.truncateTo(size);
       this.dirty = true;
+      this.changed = true;
       this.modifiedAtMs = this.options.now();
     });
   }
@@ -537,7 +553,7 @@ export class FileWriter {
     const { store, settings, signal } = this.options;
     for (let start = 0; start < length; start += settings.downloadChunkSize) {
       const end = Math.min(length, start + settings.downloadChunkSize);
-      const { body } = await store.get(base.key, { range: { start, end }, ifVersion: base.version, signal });
+      const { body } = await getWithRetry(store, base.key, { range: { start, end }, ifVersion: base.version, signal }, { logger: this.options.logger });
       await file.write(start, body);
     }
     if (file.size !== this.size) await file.truncate(this.size);

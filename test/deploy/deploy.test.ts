@@ -136,7 +136,9 @@ interface Container {
   env?: { name: string; value?: string }[];
   restartPolicy?: string;
   securityContext?: { privileged?: boolean; runAsNonRoot?: boolean; allowPrivilegeEscalation?: boolean };
-  startupProbe?: { exec?: { command: string[] } };
+  startupProbe?: { exec?: { command: string[] }; httpGet?: { path: string; port: string | number } };
+  readinessProbe?: { httpGet?: { path: string; port: string | number } };
+  ports?: { name?: string; containerPort: number; protocol?: string }[];
   volumeMounts?: VolumeMount[];
 }
 interface Pod {
@@ -246,7 +248,8 @@ describe('deploy manifests', () => {
       const sandbox = containerNamed(pod.spec.containers, 'sandbox');
 
       expect(sidecar.restartPolicy).toBe('Always');
-      expect(sidecar.startupProbe?.exec?.command).toEqual(['mountpoint', '-q', '/data']);
+      expect(sidecar.startupProbe?.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+      expect(sidecar.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
       expect(sidecar.volumeMounts).toContainEqual({ name: 'data', mountPath: '/data', mountPropagation: 'Bidirectional' });
       // The API server rejects Bidirectional propagation on an unprivileged container.
       expect(sidecar.securityContext?.privileged).toBe(true);
@@ -278,6 +281,9 @@ describe('deploy manifests', () => {
       expect(config.mountpoint).toBe('/data');
       expect(config.location.scheme).toBe(overlay === 'aws' ? 's3' : 'gs');
       expect(config.allowOther).toBe(true);
+      // kubelet probes the pod IP, so the endpoint must listen beyond loopback on the port the probes name.
+      expect(config.metricsAddress).toBe('0.0.0.0');
+      expect(sidecar.ports).toContainEqual({ name: 'metrics', containerPort: config.metricsPort, protocol: 'TCP' });
       expect(config.credentials.kind).toBe(overlay === 'aws' ? 'aws-web-identity' : 'gcp-wif');
     });
   }

@@ -1,0 +1,108 @@
+/**
+ * GETs repeated after failures that a later attempt can get past.
+ *
+ * The stores retry a request until its response headers arrive (the S3
+ * SDK's standard retry mode, the GCS client's retry-request), but a body that
+ * is cut short or reset after that rejects with `TransientError` and is not
+ * repeated there. Throttling that outlasted the store's own attempts rejects
+ * with `ThrottledError`. Both are repeated here, with exponential backoff and
+ * full jitter (a delay drawn from zero to the doubling bound), until the
+ * attempt limit or the time budget is reached. Everything else, such as
+ * `PreconditionFailedError` after the object changed or `NotFoundError`, is
+ * returned at once, and so is any failure after the caller's signal fired.
+ *
+ * A GET has no side effects, so repeating it is always safe. The budget
+ * stays well below the kernel request timeout of the mount (120 s by
+ * default), so a reader gets an errno, not ETIMEDOUT, when storage stays down.
+ */
+
+import type { Logger } from 'pino';
+
+import { isStoreError } from '../store/errors.js';
+import type { GetRequest, GetResult, ObjectStore } from '../store/types.js';
+
+export interface GetRetryPolicy {
+  /** Attempts in total, the first included. */
+  maxAttempts: number;
+  /** Upper bound of the first retry delay, in milliseconds. */
+  initialDelayMs: number;
+  /** Cap of the retry delay bound, in milliseconds. */
+  maxDelayMs: number;
+  /** No retry starts later than this many milliseconds after the first attempt. */
+  budgetMs: number;
+}
+
+export const DEFAULT_GET_RETRY_POLICY: GetRetryPolicy = {
+  maxAttempts: 6,
+  initialDelayMs: 200,
+  maxDelayMs: 5_000,
+  budgetMs: 30_000,
+};
+
+export interface GetRetryOptions {
+  logger: Logger;
+  policy?: Partial<GetRetryPolicy>;
+  /** Returns a number in [0, 1) for the jitter; default Math.random. */
+  random?: () => number;
+  now?: () => number;
+}
+
+/** Whether a failed GET may succeed when repeated unchanged. */
+export function isRetryableGetFailure(error: unknown): boolean {
+  return isStoreError(error) && (error.code === 'Transient' || error.code === 'Throttled');
+}
+
+/** Calls `store.get`, repeating it after transient failures and throttling; see the file comment. */
+export async function getWithRetry(store: ObjectStore, key: string, request: GetRequest, options: GetRetryOptions): Promise<GetResult> {
+  const policy = { ...DEFAULT_GET_RETRY_POLICY, ...options.policy };
+  const random = options.random ?? Math.random;
+  const now = options.now ?? Date.now;
+  const startedAt = now();
+
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const result = await store.get(key, request);
+      if (attempt > 1) {
+        options.logger.info({ bucket: store.bucket, key, range: request.range, attempts: attempt }, 'GET succeeded after retrying');
+      }
+      return result;
+    } catch (error) {
+      const elapsedMs = now() - startedAt;
+      const retryable = isRetryableGetFailure(error) && request.signal?.aborted !== true;
+      if (!retryable || attempt >= policy.maxAttempts || elapsedMs >= policy.budgetMs) {
+        if (retryable) {
+          options.logger.warn({ bucket: store.bucket, key, range: request.range, attempts: attempt, elapsedMs, err: error }, 'GET failed after retrying; returning the error');
+        }
+        throw error;
+      }
+
+      const bound = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** (attempt - 1));
+      const delayMs = Math.floor(random() * bound);
+      options.logger.info(
+        { bucket: store.bucket, key, range: request.range, attempt, delayMs, code: (error as { code?: string }).code, reason: (error as Error).message },
+        'GET failed with a transient error or throttling; retrying',
+      );
+      await sleep(delayMs, request.signal);
+      if (request.signal?.aborted === true) throw error;
+    }
+  }
+}
+
+/** Waits `delayMs`, or less when `signal` aborts; never rejects. */
+function sleep(delayMs: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted === true || delayMs <= 0) {
+      resolve();
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, delayMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
