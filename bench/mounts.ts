@@ -48,7 +48,7 @@ export interface MountTarget {
   /** A reason when the peer is not installed; the target is then skipped. */
   unavailable?: string;
   version: string;
-  /** How the peer authenticates, for the report. */
+  /** Authentication method of the mount, for the report. */
   credentials: string;
   /** False when the mount reaches the server without the counting proxy, so server bytes are unknown. */
   countsServerBytes: boolean;
@@ -144,7 +144,7 @@ export interface PeerBinaries {
   versions: Record<string, string>;
 }
 
-/** The reason a peer is unavailable, from the installer's NAME.skip file or a missing binary. */
+/** Returns why a peer is unavailable (the installer's NAME.skip file or a missing binary), or undefined. */
 function unavailableReason(binary: string, skipFile: string): string | undefined {
   if (existsSync(skipFile)) return readFileSync(skipFile, 'utf8').trim();
   if (!existsSync(binary)) return `${binary} not found; run test/env/install.sh --bench`;
@@ -310,8 +310,8 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
   // reads failed with ESTALE (Stale file handle) while lists and writes
   // worked, and the same reads straight to the server succeeded.
   // NOTE: a likely cause is that fake-gcs-server v1.56.1 compares the Host
-  // header of XML-style /BUCKET/OBJECT reads with its -public-host, and the
-  // proxy's port differs; this was not confirmed.
+  // header of XML-style /BUCKET/OBJECT reads with its -public-host. The
+  // proxy's port differs from that host's port. This was not confirmed.
   const gcsfuseBinary = join(peers.benchBin, 'gcsfuse');
   const gcsfuse: MountTarget = {
     name: 'gcsfuse',

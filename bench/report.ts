@@ -1,6 +1,6 @@
 /**
- * The Markdown table, the JSON record, the plot and the entry in
- * bench/RESULTS.md.
+ * The Markdown table, the JSON record and the entry in bench/RESULTS.md.
+ * run.ts draws the plot from the JSON record with plot.py.
  */
 
 import { appendFile, readFile, writeFile } from 'node:fs/promises';

@@ -1,7 +1,8 @@
 /**
  * The object servers of one benchmark run, each behind a counting proxy:
  * MinIO with the test OIDC issuer (S3), and fake-gcs-server with the GCP
- * STS and IAM fakes and the authorizing proxy (GCS).
+ * STS and IAM fakes and the authorizing proxy (GCS). gcsfuse is the one
+ * client that bypasses the proxy (see mounts.ts).
  *
  * bucketmount authenticates through its real web-identity path (a
  * kubelet-style token file). The SDK ceiling uses credentials from one
