@@ -74,6 +74,110 @@ describe('BlockCache', () => {
     expect([...bytes]).toEqual(Array.from({ length: 300 }, (_, index) => index % 256));
   });
 
+  it('fetches two distant ranges of one block without the gap between them', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const ranges: [number, number][] = [];
+    const fetch = async (start: number, end: number) => {
+      ranges.push([start, end]);
+      return Buffer.from(Array.from({ length: end - start }, (_, index) => (start + index) % 256));
+    };
+
+    await cache.read(block(0), 4 * KiB, 8 * KiB, fetch);
+    await cache.read(block(0), 500 * KiB, 504 * KiB, fetch);
+    const first = await cache.read(block(0), 4 * KiB, 8 * KiB, fetch);
+    const second = await cache.read(block(0), 500 * KiB, 504 * KiB, fetch);
+
+    expect(ranges).toEqual([
+      [4 * KiB, 8 * KiB],
+      [500 * KiB, 504 * KiB],
+    ]);
+    expect(first[0]).toBe((4 * KiB) % 256);
+    expect(second[0]).toBe((500 * KiB) % 256);
+    expect(cache.getStatistics().cachedBytes).toBe(8 * KiB);
+  });
+
+  it('runs fetches of disjoint ranges of one block at once', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const { calls, fetch } = controlledFetcher();
+
+    const first = cache.read(block(0), 0, 4 * KiB, fetch);
+    const second = cache.read(block(0), 64 * KiB, 68 * KiB, fetch);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(calls.map((call) => [call.start, call.end])).toEqual([
+      [0, 4 * KiB],
+      [64 * KiB, 68 * KiB],
+    ]);
+
+    calls[1]!.resolve();
+    expect(await second).toHaveLength(4 * KiB);
+    calls[0]!.resolve();
+    expect(await first).toHaveLength(4 * KiB);
+  });
+
+  it('fetches only what neither the cache nor a fetch in flight covers', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const { calls, fetch } = controlledFetcher();
+
+    const head = cache.read(block(0), 0, 16 * KiB, fetch);
+    const whole = cache.read(block(0), 0, 64 * KiB, fetch);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(calls.map((call) => [call.start, call.end])).toEqual([
+      [0, 16 * KiB],
+      [16 * KiB, 64 * KiB],
+    ]);
+
+    for (const call of calls) call.resolve();
+    expect(await head).toHaveLength(16 * KiB);
+    const bytes = await whole;
+    expect(bytes).toHaveLength(64 * KiB);
+    expect(bytes[16 * KiB]).toBe((16 * KiB) % 251);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('fetches a shared range again after the shared fetch failed', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    let calls = 0;
+    let failFirst!: (error: Error) => void;
+    const fetch = (start: number, end: number) => {
+      calls += 1;
+      if (calls === 1) return new Promise<Buffer>((_resolve, reject) => (failFirst = reject));
+      return Promise.resolve(Buffer.alloc(end - start, 7));
+    };
+
+    const first = cache.read(block(0), 0, 4 * KiB, fetch);
+    const waiting = cache.read(block(0), 0, 4 * KiB, fetch);
+    await Promise.resolve();
+    await Promise.resolve();
+    failFirst(new Error('connection reset'));
+
+    await expect(first).rejects.toThrow('connection reset');
+    expect((await waiting)[0]).toBe(7);
+    expect(calls).toBe(2);
+  });
+
+  it('load caches a range that a later read hits', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const ranges: [number, number][] = [];
+    const fetch = async (start: number, end: number) => {
+      ranges.push([start, end]);
+      return Buffer.alloc(end - start, 3);
+    };
+
+    await cache.read(block(0), 0, 16 * KiB, fetch);
+    await cache.load(block(0), 0, 64 * KiB, fetch);
+    const bytes = await cache.read(block(0), 8 * KiB, 40 * KiB, fetch);
+
+    expect(ranges).toEqual([
+      [0, 16 * KiB],
+      [16 * KiB, 64 * KiB],
+    ]);
+    expect(bytes).toHaveLength(32 * KiB);
+    expect(cache.covers(block(0), 0, 64 * KiB)).toBe(true);
+    expect(cache.getStatistics().hits).toBe(1);
+  });
+
   it('evicts least recently used blocks to stay within its byte budget', async () => {
     const cache = new BlockCache({ maxBytes: 256 * KiB });
     let fetches = 0;

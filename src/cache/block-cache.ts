@@ -4,19 +4,22 @@
  * A block is the range `[index * blockSize, (index + 1) * blockSize)` of one
  * version of one object, keyed by `${key}\u0000${version}\u0000${index}`, so a
  * new version of an object never hits blocks of the old one. An entry contains
- * one contiguous range of its block, not necessarily all of it. A reader that
- * needs little (the first read of a file, a random read) fetches only that.
- * A later reader that needs more fetches only what the entry lacks, at most
- * two ranges (one before it and one after it), and the entry grows.
+ * any number of disjoint ranges of its block, not necessarily all of it. A
+ * reader that needs little (a random read of one page) fetches only that, and
+ * two random reads of one block cost two small GETs, not the gap between
+ * them. A reader that needs more fetches only what is neither cached nor being
+ * fetched: one ranged GET per gap between the ranges cached or in flight.
+ * Fetched ranges are kept as they arrived, without copying them together.
  *
- * At most one fetch per block is in flight. Concurrent readers of a block wait
- * for that fetch and then take its bytes, or extend them when they need more.
- * Bytes in flight are not counted against `maxBytes`; the readers bound them
- * with their readahead windows and concurrency limits.
+ * Fetches of disjoint ranges of one block run concurrently. A reader whose
+ * whole request is covered by a fetch in flight waits for that fetch instead
+ * of starting its own. Bytes in flight are not counted against `maxBytes`;
+ * the readers bound them with their readahead windows and concurrency limits.
  *
- * Concurrency: both maps are changed only synchronously. `inFlight` holds the
- * one pending fetch per block and is cleared when that fetch settles, whether
- * it succeeded or not, so a failed fetch is retried by the next reader.
+ * Concurrency: both maps are changed only synchronously. `inFlight` contains
+ * the pending fetches of each block. A fetch leaves it when it settles,
+ * whether it succeeded or not, so the next reader retries a failed fetch. A
+ * block evicted while a fetch for it is in flight is recreated from that fetch.
  */
 
 import { LRUCache } from 'lru-cache';
@@ -51,37 +54,90 @@ interface BlockRange {
   data: Buffer;
 }
 
+/** The cached ranges of one block: sorted by start and disjoint, but possibly touching. */
+interface BlockEntry {
+  ranges: BlockRange[];
+  bytes: number;
+}
+
 interface PendingFetch {
-  /** The range the entry will cover once the fetch settles. */
+  /** The range this fetch adds to the entry once it settles. */
   start: number;
   end: number;
-  promise: Promise<BlockRange>;
+  promise: Promise<void>;
 }
 
 export function blockCacheKey(id: BlockId): string {
   return `${id.key}\u0000${id.version}\u0000${id.index}`;
 }
 
-function rangeCovers(range: { start: number; end: number }, start: number, end: number): boolean {
-  return range.start <= start && end <= range.end;
+function rangeEnd(range: BlockRange): number {
+  return range.start + range.data.length;
 }
 
-function sliceOf(range: BlockRange, start: number, end: number): Buffer {
-  return range.data.subarray(start - range.start, end - range.start);
+/** Returns the index of the first range of a chain of touching ranges that covers `[start, end)`, or -1. */
+function coveringChain(entry: BlockEntry | undefined, start: number, end: number): number {
+  if (entry === undefined) return -1;
+  const first = entry.ranges.findIndex((range) => range.start <= start && start < rangeEnd(range));
+  if (first < 0) return -1;
+
+  let position = rangeEnd(entry.ranges[first]!);
+  for (let index = first + 1; index < entry.ranges.length && position < end; index += 1) {
+    const range = entry.ranges[index]!;
+    if (range.start > position) return -1;
+    position = rangeEnd(range);
+  }
+  return position >= end ? first : -1;
+}
+
+/**
+ * Returns bytes `[start, end)` when cached ranges cover them, or undefined.
+ * Bytes within one range are a view of it; only a request that spans
+ * touching ranges is copied, so fetched data is never copied to merge it.
+ */
+function cachedBytes(entry: BlockEntry | undefined, start: number, end: number): Buffer | undefined {
+  const first = coveringChain(entry, start, end);
+  if (first < 0) return undefined;
+
+  const pieces: Buffer[] = [];
+  let position = start;
+  for (let index = first; position < end; index += 1) {
+    const range = entry!.ranges[index]!;
+    pieces.push(range.data.subarray(position - range.start, Math.min(end, rangeEnd(range)) - range.start));
+    position = Math.min(end, rangeEnd(range));
+  }
+  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, end - start);
+}
+
+/** Returns `ranges` with `added` inserted; the parts of other ranges that `added` overlaps are dropped, since they hold the same bytes. */
+function insertRange(ranges: readonly BlockRange[], added: BlockRange): BlockRange[] {
+  const addedEnd = rangeEnd(added);
+  const result: BlockRange[] = [];
+  for (const range of ranges) {
+    const end = rangeEnd(range);
+    if (end <= added.start || range.start >= addedEnd) {
+      result.push(range);
+      continue;
+    }
+    if (range.start < added.start) result.push({ start: range.start, data: range.data.subarray(0, added.start - range.start) });
+    if (end > addedEnd) result.push({ start: addedEnd, data: range.data.subarray(addedEnd - range.start) });
+  }
+  result.push(added);
+  return result.sort((a, b) => a.start - b.start);
 }
 
 export class BlockCache {
-  private readonly blocks: LRUCache<string, BlockRange>;
-  private readonly inFlight = new Map<string, PendingFetch>();
+  private readonly blocks: LRUCache<string, BlockEntry>;
+  private readonly inFlight = new Map<string, PendingFetch[]>();
   private readonly statistics = { hits: 0, misses: 0, sharedFetches: 0, evictions: 0 };
 
   constructor(options: BlockCacheOptions) {
-    this.blocks = new LRUCache<string, BlockRange>({
+    this.blocks = new LRUCache<string, BlockEntry>({
       maxSize: Math.max(1, options.maxBytes),
-      // lru-cache requires a positive size, so an empty range counts one byte.
-      sizeCalculation: (range) => Math.max(1, range.data.length),
-      // Only 'evict' counts: 'set' replaces a block with its extended range, and 'delete' comes from clear().
-      dispose: (_range, _key, reason) => {
+      // lru-cache requires a positive size, so an empty entry counts one byte.
+      sizeCalculation: (entry) => Math.max(1, entry.bytes),
+      // Only 'evict' counts: 'set' replaces a block with its extended ranges, and 'delete' comes from clear().
+      dispose: (_entry, _key, reason) => {
         if (reason === 'evict') this.statistics.evictions += 1;
       },
     });
@@ -89,39 +145,37 @@ export class BlockCache {
 
   /** Returns bytes `[start, end)` of a block (offsets relative to the block), fetching what the cache lacks. */
   async read(id: BlockId, start: number, end: number, fetch: BlockFetcher): Promise<Buffer> {
+    if (start >= end) return Buffer.alloc(0);
     const cacheKey = blockCacheKey(id);
-    let waited = false;
 
-    for (;;) {
-      const cached = this.blocks.get(cacheKey);
-      if (cached !== undefined && rangeCovers({ start: cached.start, end: cached.start + cached.data.length }, start, end)) {
-        if (!waited) this.statistics.hits += 1;
-        return sliceOf(cached, start, end);
-      }
+    const cached = cachedBytes(this.blocks.get(cacheKey), start, end);
+    if (cached !== undefined) {
+      this.statistics.hits += 1;
+      return cached;
+    }
 
-      const pending = this.inFlight.get(cacheKey);
-      if (pending !== undefined) {
-        if (!waited) this.statistics.sharedFetches += 1;
-        waited = true;
-        const shared = await pending.promise;
-        if (rangeCovers(pending, start, end)) return sliceOf(shared, start, end);
-        // The shared fetch did not cover the request: loop to extend it.
-        continue;
-      }
-
-      this.statistics.misses += 1;
-      const fetched = await this.startFetch(cacheKey, cached, start, end, fetch);
-      return sliceOf(fetched, start, end);
+    // Each pass waits for a fetch that adds bytes of the request, so the loop
+    // ends unless the block is evicted again and again between passes.
+    for (let first = true; ; first = false) {
+      await this.fill(cacheKey, start, end, fetch, first);
+      const bytes = cachedBytes(this.blocks.get(cacheKey), start, end);
+      if (bytes !== undefined) return bytes;
     }
   }
 
-  /** Returns whether bytes `[start, end)` of the block are cached or being fetched. */
+  /** Fetches what the cache lacks of bytes `[start, end)` of a block, without assembling them: for readahead. */
+  async load(id: BlockId, start: number, end: number, fetch: BlockFetcher): Promise<void> {
+    const cacheKey = blockCacheKey(id);
+    for (let first = true; start < end && coveringChain(this.blocks.get(cacheKey), start, end) < 0; first = false) {
+      await this.fill(cacheKey, start, end, fetch, first);
+    }
+  }
+
+  /** Returns whether bytes `[start, end)` of the block are cached or being fetched by one fetch. */
   covers(id: BlockId, start: number, end: number): boolean {
     const cacheKey = blockCacheKey(id);
-    const cached = this.blocks.peek(cacheKey);
-    if (cached !== undefined && rangeCovers({ start: cached.start, end: cached.start + cached.data.length }, start, end)) return true;
-    const pending = this.inFlight.get(cacheKey);
-    return pending !== undefined && rangeCovers(pending, start, end);
+    if (coveringChain(this.blocks.peek(cacheKey), start, end) >= 0) return true;
+    return (this.inFlight.get(cacheKey) ?? []).some((fetch) => fetch.start <= start && end <= fetch.end);
   }
 
   getStatistics(): BlockCacheStatistics {
@@ -133,40 +187,66 @@ export class BlockCache {
   }
 
   /**
-   * Fetches what `cached` lacks of `[start, end)` and merges it into one
-   * contiguous range. A gap between the cached range and the request is
-   * fetched too, because an entry must stay contiguous.
+   * Waits for one fetch that covers `[start, end)`, or starts fetches for the
+   * parts that nothing cached or in flight covers and waits for those and for
+   * the fetches in flight that cover the rest. `first` counts the request in
+   * the statistics.
    */
-  private startFetch(cacheKey: string, cached: BlockRange | undefined, start: number, end: number, fetch: BlockFetcher): Promise<BlockRange> {
-    const cachedEnd = cached === undefined ? 0 : cached.start + cached.data.length;
-    const mergedStart = cached === undefined ? start : Math.min(start, cached.start);
-    const mergedEnd = cached === undefined ? end : Math.max(end, cachedEnd);
+  private async fill(cacheKey: string, start: number, end: number, fetch: BlockFetcher, first: boolean): Promise<void> {
+    const pending = this.inFlight.get(cacheKey) ?? [];
+    const covering = pending.find((other) => other.start <= start && end <= other.end);
+    if (covering !== undefined) {
+      if (first) this.statistics.sharedFetches += 1;
+      // A failed shared fetch is retried by the next pass, which fetches the bytes itself.
+      await covering.promise.catch(() => undefined);
+      return;
+    }
 
-    const promise = (async () => {
+    if (first) this.statistics.misses += 1;
+    const own = this.missingGaps(cacheKey, pending, start, end).map(([gapStart, gapEnd]) => this.startFetch(cacheKey, gapStart, gapEnd, fetch));
+    // A failure of another reader's fetch is not this reader's: the next pass fetches those bytes itself.
+    const others = pending.filter((other) => other.end > start && other.start < end).map((other) => other.promise.catch(() => undefined));
+    await Promise.all([...own, ...others]);
+  }
+
+  /** Returns the parts of `[start, end)` that are neither cached nor being fetched, in order. */
+  private missingGaps(cacheKey: string, pending: readonly PendingFetch[], start: number, end: number): [number, number][] {
+    const known = [...(this.blocks.peek(cacheKey)?.ranges ?? []).map((range) => ({ start: range.start, end: rangeEnd(range) })), ...pending]
+      .filter((range) => range.end > start && range.start < end)
+      .sort((a, b) => a.start - b.start);
+
+    const gaps: [number, number][] = [];
+    let position = start;
+    for (const range of known) {
+      if (range.start > position) gaps.push([position, range.start]);
+      position = Math.max(position, range.end);
+    }
+    if (position < end) gaps.push([position, end]);
+    return gaps;
+  }
+
+  /** Fetches `[start, end)` of a block and merges it into the block's entry. */
+  private startFetch(cacheKey: string, start: number, end: number, fetch: BlockFetcher): Promise<void> {
+    const pending: PendingFetch = { start, end, promise: Promise.resolve() };
+
+    pending.promise = (async () => {
       try {
-        // The fetches start in a later microtask, so the in-flight entry below is
+        // The fetch starts in a later microtask, so the in-flight entry below is
         // registered before this block can settle, even if `fetch` throws at once.
         await Promise.resolve();
+        const data = await fetch(start, end);
 
-        if (cached === undefined) {
-          const range: BlockRange = { start, data: await fetch(start, end) };
-          this.blocks.set(cacheKey, range);
-          return range;
-        }
-
-        const [before, after] = await Promise.all([
-          mergedStart < cached.start ? fetch(mergedStart, cached.start) : Promise.resolve(Buffer.alloc(0)),
-          mergedEnd > cachedEnd ? fetch(cachedEnd, mergedEnd) : Promise.resolve(Buffer.alloc(0)),
-        ]);
-        const range: BlockRange = { start: mergedStart, data: Buffer.concat([before, cached.data, after]) };
-        this.blocks.set(cacheKey, range);
-        return range;
+        const entry = this.blocks.get(cacheKey);
+        const ranges = insertRange(entry?.ranges ?? [], { start, data });
+        this.blocks.set(cacheKey, { ranges, bytes: ranges.reduce((sum, range) => sum + range.data.length, 0) });
       } finally {
-        this.inFlight.delete(cacheKey);
+        const remaining = (this.inFlight.get(cacheKey) ?? []).filter((other) => other !== pending);
+        if (remaining.length === 0) this.inFlight.delete(cacheKey);
+        else this.inFlight.set(cacheKey, remaining);
       }
     })();
 
-    this.inFlight.set(cacheKey, { start: mergedStart, end: mergedEnd, promise });
-    return promise;
+    this.inFlight.set(cacheKey, [...(this.inFlight.get(cacheKey) ?? []), pending]);
+    return pending.promise;
   }
 }

@@ -30,7 +30,7 @@ export async function runCheck(argv: string[]): Promise<number> {
 
   // Logs go to standard error at warn by default, so the step lines stay readable.
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : (config.logLevel as 'warn'));
-  const connection = createConnection(config, { logger });
+  const connection = await createConnection(config, { logger });
   const store: ObjectStore = connection.store;
   const location = config.location;
   const testKey = `${location.prefix}.bucketmount-check-${randomBytes(6).toString('hex')}`;

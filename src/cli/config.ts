@@ -78,6 +78,8 @@ export interface MountConfig extends CommonConfig {
   spillDirectory?: string;
   requestTimeoutSeconds: number;
   shutdownTimeoutSeconds: number;
+  /** Incomplete multipart uploads older than this are aborted at start. */
+  staleUploadAgeSeconds: number;
   /** Port of the metrics and health endpoint; 0 when it is off. */
   metricsPort: number;
   metricsAddress: string;
@@ -443,6 +445,7 @@ function parseMountValues(values: RawValues): Omit<MountConfig, keyof CommonConf
     spillDirectory: optionalString(values, 'spill-dir'),
     requestTimeoutSeconds: parseDuration('request-timeout', get('request-timeout')),
     shutdownTimeoutSeconds: parseDuration('shutdown-timeout', get('shutdown-timeout')),
+    staleUploadAgeSeconds: parseDuration('stale-upload-age', get('stale-upload-age')),
     metricsPort: optionalString(values, 'metrics-port') === undefined ? 0 : parseInteger('metrics-port', get('metrics-port'), 0, 65_535),
     metricsAddress: parseAddress('metrics-address', get('metrics-address')),
   };

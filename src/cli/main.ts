@@ -8,6 +8,8 @@
  * get the stack of an unexpected error.
  */
 
+// First, so that the commands' modules, imported dynamically below, are compiled through the cache.
+import './compile-cache.js';
 import { UsageError } from './config.js';
 import { commandHelp, generalHelp } from './help.js';
 import { unmount } from './unmount.js';

@@ -34,6 +34,7 @@ import { startOperationsServer, type HealthCheck, type OperationsServer } from '
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
+import { abortStaleUploads } from '../write/stale-uploads.js';
 import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
 
 /**
@@ -109,7 +110,7 @@ function healthChecks(state: MountState): { liveness: HealthCheck[]; readiness: 
 async function connect(config: MountConfig, logger: Logger, metrics: MountMetrics): Promise<Connection> {
   // Enough sockets for every reader's readahead and every writer's parts at once.
   const maxSockets = Math.max(64, config.uploadConcurrency * 4 + Math.ceil(config.maxReadahead / config.blockSize) * 4);
-  const connection = createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets, metrics });
+  const connection = await createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets, metrics });
 
   try {
     await connection.credentials.start();
@@ -125,6 +126,9 @@ async function connect(config: MountConfig, logger: Logger, metrics: MountMetric
     connection.close();
     throw new MountStartError(explainFailure(error, config), error);
   }
+
+  // Before the mount, so that no upload of this daemon exists yet; it never fails the start.
+  await abortStaleUploads({ store: connection.store, prefix: config.location.prefix, maxAgeMs: config.staleUploadAgeSeconds * 1000, logger: logger.child({ component: 'stale-uploads' }) });
 
   return connection;
 }

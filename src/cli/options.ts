@@ -84,6 +84,14 @@ export const OPTIONS: readonly OptionDeclaration[] = [
   { name: 'metrics-port', type: 'integer', commands: MOUNT, help: 'TCP port of the HTTP endpoint that serves Prometheus /metrics and the /healthz and /readyz checks; 0 or unset turns it off' },
   { name: 'metrics-address', type: 'string', defaultValue: '127.0.0.1', commands: MOUNT, help: 'IP address the metrics and health endpoint binds to; 0.0.0.0 or :: lets kubelet probes and Prometheus reach it on the pod IP' },
   { name: 'shutdown-timeout', type: 'duration', unit: 'seconds', defaultValue: '30', commands: MOUNT, help: 'on SIGTERM, how long open files may take to be closed and uploaded before uploads are aborted' },
+  {
+    name: 'stale-upload-age',
+    type: 'duration',
+    unit: 'seconds',
+    defaultValue: '24h',
+    commands: MOUNT,
+    help: 'at start, abort incomplete multipart uploads under the mounted prefix that are older than this (left by a killed daemon); keep it above the longest write of any daemon sharing the bucket, whose live uploads look the same',
+  },
 ];
 
 export function environmentVariableOf(optionName: string): string {

@@ -286,6 +286,21 @@ with open(sys.argv[2], 'wb', buffering=0) as f:
     expect(levelOf('rmdir')).toBe(20);
   });
 
+  it('repeated failures warn once per interval', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem({ deniedOpens: new Set(['secret.txt']) });
+    filesystem.addFile(ROOT_INODE, 'secret.txt', Buffer.from('secret\n'));
+    const { mountpoint, logLines } = await mountMemory(filesystem);
+
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      expect(await errnoOfChild('open', path.join(mountpoint, 'secret.txt'))).toBe(Errno.EACCES);
+    }
+
+    const failures = logLines.filter((line) => line.msg === 'filesystem operation failed' && line.op === 'open');
+    expect(failures).toHaveLength(5);
+    expect(failures.filter((line) => line.level === 40)).toHaveLength(1);
+    expect(failures.filter((line) => line.level === 20)).toHaveLength(4);
+  });
+
   it('unmounts idempotently', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     const { session, mountpoint } = await mountMemory(new MemoryFilesystem());
     expect(isMounted(mountpoint)).toBe(true);

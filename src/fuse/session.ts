@@ -51,6 +51,8 @@ export const DEFAULT_READ_AHEAD_KIB = 1024;
 
 /** How long mount() waits for the kernel's INIT request before it gives up. */
 const INIT_TIMEOUT_MS = 30_000;
+/** Failed operations with the same errno produce at most one warning per interval; the rest log at debug. */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 export type FuseOperation = NativeOperation;
 
@@ -180,6 +182,8 @@ export class FuseSession {
   #initInfo: NativeInitInfo | undefined;
   readonly #operations: FilesystemOperations;
   readonly #logger: Logger;
+  /** Last warning time and failures left out since, per errno name; touched only on the event loop. */
+  readonly #failureLogs = new Map<string, { loggedAt: number; suppressed: number }>();
   readonly #onOperationDone: FuseMountOptions['onOperationDone'];
   #resolveClosed!: () => void;
   #unmountStarted = false;
@@ -502,9 +506,22 @@ export class FuseSession {
     };
     if (expected) {
       this.#logger.debug(fields, 'filesystem operation failed');
-    } else {
-      this.#logger.warn(fields, 'filesystem operation failed');
+      return;
     }
+
+    // One warning per errno per interval: when access is revoked or storage
+    // is down, every operation fails the same way, and a line per operation
+    // would flood the log. The next warning counts the ones left out.
+    const name = errnoName(errno);
+    const now = Date.now();
+    const previous = this.#failureLogs.get(name);
+    if (previous !== undefined && now - previous.loggedAt < FAILURE_LOG_INTERVAL_MS) {
+      previous.suppressed += 1;
+      this.#logger.debug(fields, 'filesystem operation failed');
+      return;
+    }
+    this.#failureLogs.set(name, { loggedAt: now, suppressed: 0 });
+    this.#logger.warn({ ...fields, suppressedSinceLastWarning: previous?.suppressed ?? 0, intervalSeconds: FAILURE_LOG_INTERVAL_MS / 1000 }, 'filesystem operation failed');
   }
 
   #answerError(request: NativeRequest, errno: number, started: number): void {

@@ -5,7 +5,7 @@ import { BlockCache } from '../cache/block-cache.js';
 import { Errno } from '../fs/errno.js';
 import { context, ControlledStore, createTestMount, errnoOfRejection, MiB, O_RDONLY, patternBytes, settle, silentLogger } from '../fs/test-support.js';
 import { MemoryStore } from '../store/memory.js';
-import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader } from './reader.js';
+import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader, PAGE_SIZE, SEQUENTIAL_MIN_BYTES, SEQUENTIAL_MIN_READS } from './reader.js';
 
 const KiB = 1024;
 
@@ -31,10 +31,10 @@ function newReader(options: { size: number; blockSize?: number; maxReadahead?: n
 }
 
 describe('ObjectReader', () => {
-  it('answers the first read with one small aligned GET', async () => {
+  it('answers a read at offset 0 with one small aligned GET', async () => {
     const { reader, data, gets } = newReader({ size: 20 * MiB, blockSize: 8 * MiB });
-    const bytes = await reader.read(4 * KiB, 4 * KiB);
-    expect(bytes.equals(data.subarray(4 * KiB, 8 * KiB))).toBe(true);
+    const bytes = await reader.read(0, 16 * KiB);
+    expect(bytes.equals(data.subarray(0, 16 * KiB))).toBe(true);
     expect(gets()).toEqual([{ start: 0, end: FETCH_ALIGNMENT }]);
   });
 
@@ -75,14 +75,66 @@ describe('ObjectReader', () => {
     expect(reader.readaheadWindow).toBeGreaterThan(INITIAL_WINDOW * 8);
   });
 
-  it('fetches only around a random read', async () => {
+  it('fetches only the pages of a random read', async () => {
     const { reader, gets } = newReader({ size: 64 * MiB, blockSize: 8 * MiB });
     await reader.read(30 * MiB + 10, 100);
     await reader.read(5 * MiB, 100);
+    await reader.read(5 * MiB + 3 * PAGE_SIZE - 10, 20);
     await settle();
     expect(gets()).toEqual([
-      { start: 30 * MiB, end: 31 * MiB },
-      { start: 5 * MiB, end: 6 * MiB },
+      { start: 30 * MiB, end: 30 * MiB + PAGE_SIZE },
+      { start: 5 * MiB, end: 5 * MiB + PAGE_SIZE },
+      { start: 5 * MiB + 2 * PAGE_SIZE, end: 5 * MiB + 4 * PAGE_SIZE },
+    ]);
+  });
+
+  it('starts no readahead for random reads that land near each other', async () => {
+    const { reader, data, gets } = newReader({ size: 64 * MiB, blockSize: 8 * MiB });
+    // Each read is within the sequential slack of the one before it, as random reads in a small file often are.
+    const offsets = [20 * MiB, 21 * MiB, 19 * MiB, 22 * MiB + 8 * KiB, 20 * MiB + 512 * KiB, 23 * MiB];
+    for (const offset of offsets) {
+      const bytes = await reader.read(offset, 4 * KiB);
+      expect(bytes.equals(data.subarray(offset, offset + 4 * KiB))).toBe(true);
+    }
+    await settle();
+
+    const fetched = gets().reduce((sum, range) => sum + range.end - range.start, 0);
+    expect(fetched).toBe(offsets.length * 4 * KiB);
+    expect(reader.readaheadWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('reads ahead once a stream that began mid-file proves sequential', async () => {
+    const { reader, gets } = newReader({ size: 64 * MiB, blockSize: 1 * MiB, maxReadahead: 8 * MiB });
+    const chunk = 128 * KiB;
+    const start = 10 * MiB;
+    const reads = Math.max(SEQUENTIAL_MIN_READS, SEQUENTIAL_MIN_BYTES / chunk);
+    for (let index = 0; index < reads - 1; index += 1) await reader.read(start + index * chunk, chunk);
+    await settle();
+    expect(Math.max(...gets().map((range) => range.end))).toBe(start + (reads - 1) * chunk);
+
+    await reader.read(start + (reads - 1) * chunk, chunk);
+    await settle();
+    expect(reader.readaheadWindow).toBe(2 * INITIAL_WINDOW);
+    expect(Math.max(...gets().map((range) => range.end))).toBeGreaterThan(start + reads * chunk + INITIAL_WINDOW);
+  });
+
+  it('fetches a one-block file with one GET when the first read streams it', async () => {
+    const { reader, data, gets } = newReader({ size: 4 * MiB + 5, blockSize: 8 * MiB });
+    for (let offset = 0; offset < data.length; offset += 1 * MiB) {
+      const bytes = await reader.read(offset, 1 * MiB);
+      expect(bytes.equals(data.subarray(offset, offset + 1 * MiB))).toBe(true);
+    }
+    await settle();
+    expect(gets()).toEqual([{ start: 0, end: 4 * MiB + 5 }]);
+  });
+
+  it('reads ahead from a large first read at offset 0', async () => {
+    const { reader, gets } = newReader({ size: 64 * MiB, blockSize: 8 * MiB });
+    await reader.read(0, SEQUENTIAL_MIN_BYTES);
+    await settle();
+    expect(gets()).toEqual([
+      { start: 0, end: FETCH_ALIGNMENT },
+      { start: FETCH_ALIGNMENT, end: 8 * MiB },
     ]);
   });
 
@@ -106,6 +158,24 @@ describe('ObjectReader against the object bytes', () => {
         for (const { offset, length } of all) {
           const bytes = await reader.read(offset, length);
           expect(bytes.equals(data.subarray(offset, offset + length))).toBe(true);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe('ObjectReader with concurrent reads', () => {
+  it('returns the exact bytes when reads overlap in flight', async () => {
+    const size = 2 * MiB + 777;
+    const read = fc.record({ offset: fc.integer({ min: 0, max: size }), length: fc.integer({ min: 1, max: 200 * KiB }) });
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(read, { minLength: 1, maxLength: 6 }), { minLength: 1, maxLength: 6 }), async (batches) => {
+        const { reader, data } = newReader({ size, blockSize: 64 * KiB, maxReadahead: 256 * KiB, readConcurrency: 2 });
+        // The reads of a batch run at once, so that fetches of one block overlap and merge.
+        for (const batch of batches) {
+          const results = await Promise.all(batch.map(({ offset, length }) => reader.read(offset, length)));
+          batch.forEach(({ offset, length }, index) => expect(results[index]!.equals(data.subarray(offset, offset + length))).toBe(true));
         }
       }),
       { numRuns: 60 },

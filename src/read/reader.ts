@@ -7,18 +7,35 @@
  * replaced the store rejects with `PreconditionFailedError` (ESTALE) and a
  * reader never returns bytes of two versions.
  *
- * Access pattern: a read is sequential when it starts near the end of the
- * stream read so far. It may start up to `SEQUENTIAL_SLACK` behind that end,
- * because the kernel sends its asynchronous readahead requests in parallel and
- * they arrive slightly out of order. It may also start up to the readahead
- * window ahead of it, which covers small forward seeks.
- * Each sequential read doubles the window, from `INITIAL_WINDOW` up to
- * `maxReadahead`; any other read is random and resets the window.
+ * Access pattern: a read continues a sequential stream when it starts near
+ * the end of the stream read so far. It may start up to `SEQUENTIAL_SLACK`
+ * behind that end, because the kernel sends its asynchronous readahead
+ * requests in parallel and they arrive slightly out of order. It may also
+ * start up to the readahead window ahead of it, which covers small forward
+ * seeks. A stream that has not proved sequential yet is continued only by a
+ * read that starts within its own length of the stream end. Any other read
+ * starts a new stream there and resets the window.
  *
- * Fetch sizes: a read fetches only what the cache lacks of the request,
- * rounded out to `FETCH_ALIGNMENT` within its blocks. So the first byte of a
- * file arrives after one small GET, and a small file is one GET. A random
- * reader (a Parquet footer, an SQLite page) does not pay for a whole block.
+ * A stream that began at offset 0 proves sequential at its second read, or at
+ * its first when that read has at least `SEQUENTIAL_MIN_BYTES`, because the
+ * kernel asks that much for a reader that streams the file. Any other stream
+ * needs `SEQUENTIAL_MIN_READS` reads and `SEQUENTIAL_MIN_BYTES` bytes, so
+ * random reads that happen to land near each other do not start readahead.
+ * Each sequential read doubles the window, from `INITIAL_WINDOW` up to
+ * `maxReadahead`.
+ *
+ * Fetch sizes: a read fetches only what the cache lacks of the request.
+ * - A read at offset 0 and a sequential read round that out to
+ *   `FETCH_ALIGNMENT` within their blocks. The first bytes of a file then
+ *   arrive after one small GET, a file of up to 1 MiB is one GET, and the
+ *   readahead that follows starts from a whole aligned piece. A sequential
+ *   stream over an object of at most one block fetches it with one GET.
+ * - Any other read (a Parquet footer, an SQLite page, a random pread) rounds
+ *   out to `PAGE_SIZE` only. The kernel already asks for whole pages: Linux
+ *   6.18 sends a small random pread on a FUSE file as a request for just its
+ *   pages, because its readahead skips reads that follow no sequential
+ *   pattern. A 4 KiB pread thus becomes one 4 KiB GET (seen with a mount
+ *   that logs its requests, with read_ahead_kb at 1024).
  * Readahead, started by sequential reads only, fetches whole blocks ahead of
  * the reader, up to `readConcurrency` blocks in flight per reader; a
  * sequential reader then finds its bytes cached or in flight. Later fetches
@@ -37,12 +54,20 @@ import { getWithRetry } from './get-retry.js';
 
 const MiB = 1024 * 1024;
 
-/** Alignment of partial-block fetches: small enough for a quick first byte, large enough to cover a few kernel reads. */
+/** Alignment of fetches for reads at offset 0 and sequential reads: small enough for a quick first byte, large enough for a few kernel reads. */
 export const FETCH_ALIGNMENT = 1 * MiB;
+/** Alignment of fetches for random reads: the kernel's page size on x86-64 and most arm64 kernels. */
+export const PAGE_SIZE = 4 * 1024;
 /** Window after the first sequential read; it doubles from here. */
 export const INITIAL_WINDOW = 1 * MiB;
-/** How far behind the stream end a read may start and still count as sequential. */
+/** How far behind the stream end a read may start and still continue the stream. */
 export const SEQUENTIAL_SLACK = 4 * MiB;
+/** Reads and bytes a stream that did not begin at offset 0 needs before it counts as sequential. */
+export const SEQUENTIAL_MIN_READS = 3;
+export const SEQUENTIAL_MIN_BYTES = 256 * 1024;
+
+/** How a read is served: see the file comment. */
+type ReadKind = 'sequential' | 'start' | 'random';
 
 export interface ObjectReaderOptions {
   store: ObjectStore;
@@ -64,8 +89,15 @@ export class ObjectReader {
   readonly size: number;
 
   private readonly options: ObjectReaderOptions;
-  /** End of the sequential stream read so far; undefined before the first read. */
+  /** End of the stream read so far; undefined before the first read. */
   private streamEnd: number | undefined;
+  /** Whether the current stream began at offset 0. */
+  private streamFromStart = false;
+  /** Whether the current stream has proved sequential; it then tolerates reordered and skipping reads. */
+  private streamSequential = false;
+  /** Reads and bytes of the current stream. */
+  private streamReads = 0;
+  private streamBytes = 0;
   private window = INITIAL_WINDOW;
   private prefetchesInFlight = 0;
   private closed = false;
@@ -88,10 +120,10 @@ export class ObjectReader {
     const end = Math.min(offset + length, this.size);
     if (offset >= end) return Buffer.alloc(0);
 
-    const sequential = this.classify(offset, end);
+    const kind = this.classify(offset, end);
     // The read's own fetch registers first, so that readahead of the same block extends it instead of delaying it.
-    const data = this.fetchRange(offset, end);
-    if (sequential) this.prefetch(end);
+    const data = this.fetchRange(offset, end, this.fetchAlignment(kind, offset));
+    if (kind === 'sequential') this.prefetch(end);
 
     const bytes = await data;
     this.returnedData = true;
@@ -103,24 +135,54 @@ export class ObjectReader {
     this.closed = true;
   }
 
-  /** Updates the stream state and window for a read of `[offset, end)`; returns whether it is sequential. */
-  private classify(offset: number, end: number): boolean {
+  /** Updates the stream state and window for a read of `[offset, end)` and returns how to serve it. */
+  private classify(offset: number, end: number): ReadKind {
     const streamEnd = this.streamEnd;
-    const sequential =
-      streamEnd !== undefined && offset >= streamEnd - SEQUENTIAL_SLACK && offset <= streamEnd + Math.max(this.window, SEQUENTIAL_SLACK);
+    let continues = false;
+    if (streamEnd !== undefined && this.streamSequential) {
+      continues = offset >= streamEnd - SEQUENTIAL_SLACK && offset <= streamEnd + Math.max(this.window, SEQUENTIAL_SLACK);
+    } else if (streamEnd !== undefined) {
+      // Until a stream proves sequential, a read must start within its own length of the stream end.
+      continues = Math.abs(offset - streamEnd) <= end - offset;
+    }
 
-    if (sequential) {
-      this.window = Math.min(this.window * 2, this.options.maxReadahead);
-      this.streamEnd = Math.max(streamEnd, end);
-    } else {
+    if (!continues) {
       this.window = INITIAL_WINDOW;
       this.streamEnd = end;
+      this.streamFromStart = offset === 0;
+      this.streamReads = 1;
+      this.streamBytes = end - offset;
+      // A large first request at offset 0 is the kernel's readahead for a reader that streams the file (cp, dd, cat).
+      this.streamSequential = offset === 0 && end - offset >= SEQUENTIAL_MIN_BYTES;
+      if (!this.streamSequential) return offset === 0 ? 'start' : 'random';
+      this.window = Math.min(this.window * 2, this.options.maxReadahead);
+      return 'sequential';
     }
-    return sequential;
+
+    this.streamEnd = Math.max(streamEnd!, end);
+    this.streamReads += 1;
+    this.streamBytes += end - offset;
+    this.streamSequential ||= this.streamFromStart || (this.streamReads >= SEQUENTIAL_MIN_READS && this.streamBytes >= SEQUENTIAL_MIN_BYTES);
+    if (!this.streamSequential) return offset === 0 ? 'start' : 'random';
+
+    this.window = Math.min(this.window * 2, this.options.maxReadahead);
+    return 'sequential';
   }
 
-  /** Fetches `[offset, end)` rounded out to `FETCH_ALIGNMENT` within each block, through the cache. */
-  private async fetchRange(offset: number, end: number): Promise<Buffer> {
+  /**
+   * Returns the alignment of a read's own fetch; see the file comment. A
+   * sequential stream from offset 0 over an object of one block fetches it
+   * whole, since readahead would fetch the rest at once anyway: one GET
+   * instead of two for each small file that is copied.
+   */
+  private fetchAlignment(kind: ReadKind, offset: number): number {
+    if (kind === 'random') return PAGE_SIZE;
+    if (kind === 'sequential' && offset === 0 && this.size <= this.options.blockSize) return this.options.blockSize;
+    return FETCH_ALIGNMENT;
+  }
+
+  /** Fetches `[offset, end)` rounded out to `alignment` within each block, through the cache. */
+  private async fetchRange(offset: number, end: number, alignment: number): Promise<Buffer> {
     const { blockSize } = this.options;
     const pieces: Promise<Buffer>[] = [];
 
@@ -130,8 +192,8 @@ export class ObjectReader {
       const wantStart = Math.max(offset, blockStart) - blockStart;
       const wantEnd = Math.min(end, blockStart + blockLength) - blockStart;
 
-      const fetchStart = Math.floor(wantStart / FETCH_ALIGNMENT) * FETCH_ALIGNMENT;
-      const fetchEnd = Math.min(blockLength, Math.ceil(wantEnd / FETCH_ALIGNMENT) * FETCH_ALIGNMENT);
+      const fetchStart = Math.floor(wantStart / alignment) * alignment;
+      const fetchEnd = Math.min(blockLength, Math.ceil(wantEnd / alignment) * alignment);
 
       const block = this.blockId(index);
       pieces.push(
@@ -160,7 +222,7 @@ export class ObjectReader {
 
       this.prefetchesInFlight += 1;
       cache
-        .read(block, 0, blockLength, (start, stop) => this.fetch(blockStart + start, blockStart + stop))
+        .load(block, 0, blockLength, (start, stop) => this.fetch(blockStart + start, blockStart + stop))
         .catch((error: unknown) => {
           // The read that needs these bytes fetches them again and gets the error itself.
           logger.debug({ key: this.key, block: index, err: error }, 'readahead fetch failed');

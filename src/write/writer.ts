@@ -190,6 +190,12 @@ export class FileWriter {
   truncate(size: number): Promise<void> {
     return this.exclusive(async () => {
       this.throwIfFailed();
+      // Truncating an unchanged object to its own size changes nothing. Marking
+      // it dirty here would upload the clean state, which stands for an empty file.
+      if (this.state.kind === 'clean' && !this.dirty && size === this.size) {
+        this.modifiedAtMs = this.options.now();
+        return;
+      }
       await this.truncateTo(size);
       this.dirty = true;
       this.changed = true;
