@@ -127,9 +127,6 @@ async function connect(config: MountConfig, logger: Logger, metrics: MountMetric
     throw new MountStartError(explainFailure(error, config), error);
   }
 
-  // Before the mount, so that no upload of this daemon exists yet; it never fails the start.
-  await abortStaleUploads({ store: connection.store, prefix: config.location.prefix, maxAgeMs: config.staleUploadAgeSeconds * 1000, logger: logger.child({ component: 'stale-uploads' }) });
-
   return connection;
 }
 
@@ -185,6 +182,8 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
     );
   }
 
+  // One millisecond before the first store call: uploads of this daemon are all younger.
+  const cleanupReferenceTime = Date.now() - 1;
   const connection = await connect(config, logger, metrics);
   state.credentials = connection.credentials;
   metrics.observeCredentials(() => connection.credentials.state());
@@ -244,6 +243,17 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
     { event: 'mount-ready', url: config.location.url, mountpoint: config.mountpoint, startupMs: Math.round(performance.now() - startedAt) },
     `mounted ${config.location.url} at ${config.mountpoint}; ready`,
   );
+
+  // After the mount is ready, so that sandboxes do not wait for it. Ages are measured from a time
+  // before this daemon created any upload, so its own uploads are never taken for stale ones.
+  // It never rejects: failures are logged and left for the next start or a lifecycle rule.
+  void abortStaleUploads({
+    store: connection.store,
+    prefix: config.location.prefix,
+    maxAgeMs: config.staleUploadAgeSeconds * 1000,
+    logger: logger.child({ component: 'stale-uploads' }),
+    now: () => cleanupReferenceTime,
+  });
 
   return serveUntilStopped(config, session, filesystem, connection, state, operations, logger);
 }

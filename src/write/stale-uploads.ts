@@ -1,5 +1,5 @@
 /**
- * Cleanup, at mount start, of incomplete multipart uploads that earlier
+ * Cleanup, in the background once a mount is ready, of incomplete multipart uploads that earlier
  * daemons left behind.
  *
  * A daemon that is killed (SIGKILL, OOM kill, node failure) while a file is

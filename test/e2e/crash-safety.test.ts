@@ -104,7 +104,13 @@ describe.each(BACKENDS)('crash during a large write on %s', (backendName) => {
     // A new daemon on the same mount point removes the upload the killed one left.
     const second = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--stale-upload-age', '0'], mountpoint });
     daemons.push(second);
-    expect(await backend.listIncompleteUploads(bucket)).toEqual([]);
+    // The cleanup runs in the background once the mount is ready.
+    let remaining = await backend.listIncompleteUploads(bucket);
+    for (let attempt = 0; attempt < 60 && remaining.length > 0; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      remaining = await backend.listIncompleteUploads(bucket);
+    }
+    expect(remaining).toEqual([]);
     expect(second.logs()).toContain('aborted a stale incomplete multipart upload');
 
     const roundTrip = await shell(`echo after-crash > '${mountpoint}/after.txt' && cat '${mountpoint}/after.txt' && ls '${mountpoint}'`);
