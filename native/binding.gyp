@@ -6,7 +6,8 @@
         "src/session.c",
         "src/requests.c",
         "src/replies.c",
-        "src/messages.c"
+        "src/messages.c",
+        "src/descriptor.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags": ["<!@(pkg-config --cflags fuse3)", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -225,6 +225,9 @@ typedef enum {
 bm_claim_result bm_claim_request(bm_session *session, double id, uint32_t allowed, uint64_t reply_length,
                                  fuse_req_t *request, bm_operation *operation, uint64_t *reply_limit);
 
+/* descriptor.c: adds receiveDescriptor(path, timeoutMs) to the exports. */
+napi_status bm_define_descriptor_functions(napi_env env, napi_value exports);
+
 /* replies.c */
 napi_status bm_define_reply_methods(napi_env env, napi_property_descriptor *properties, size_t *count);
 bm_session *bm_unwrap_session(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv);

@@ -1062,6 +1062,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_value version;
   BM_CHECK(env, napi_create_string_utf8(env, fuse_pkgversion(), NAPI_AUTO_LENGTH, &version));
   BM_CHECK(env, napi_set_named_property(env, exports, "libfuseVersion", version));
+  BM_CHECK(env, bm_define_descriptor_functions(env, exports));
   return exports;
 }
 

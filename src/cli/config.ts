@@ -83,6 +83,9 @@ export interface MountConfig extends CommonConfig {
   /** Port of the metrics and health endpoint; 0 when it is off. */
   metricsPort: number;
   metricsAddress: string;
+  /** Unix socket of a helper that sends a mounted /dev/fuse descriptor; the mount point is then only shown in messages. */
+  fuseFdSocket?: string;
+  fuseFdTimeoutSeconds: number;
 }
 
 export type CheckConfig = CommonConfig;
@@ -448,5 +451,7 @@ function parseMountValues(values: RawValues): Omit<MountConfig, keyof CommonConf
     staleUploadAgeSeconds: parseDuration('stale-upload-age', get('stale-upload-age')),
     metricsPort: optionalString(values, 'metrics-port') === undefined ? 0 : parseInteger('metrics-port', get('metrics-port'), 0, 65_535),
     metricsAddress: parseAddress('metrics-address', get('metrics-address')),
+    fuseFdSocket: optionalString(values, 'fuse-fd-socket'),
+    fuseFdTimeoutSeconds: parseDuration('fuse-fd-timeout', get('fuse-fd-timeout')),
   };
 }

@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BucketFilesystem } from '../fs/filesystem.js';
 import { resolveFilesystemConfig } from '../fs/config.js';
 import type { CredentialSource } from '../credentials/types.js';
-import { FuseSession, errnoName } from '../fuse/session.js';
+import { FuseSession, errnoName, receiveFuseDescriptor } from '../fuse/session.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createProcessRegistry, MountMetrics } from '../observability/metrics.js';
 import { startOperationsServer, type HealthCheck, type OperationsServer } from '../observability/operations-server.js';
@@ -132,7 +132,9 @@ async function connect(config: MountConfig, logger: Logger, metrics: MountMetric
 
 export async function runMount(argv: string[]): Promise<number> {
   const config = parseMountArguments(argv);
-  await checkMountpoint(config.mountpoint);
+  // With --fuse-fd-socket the helper has already mounted MOUNTPOINT, and a stat of it would
+  // block until this daemon answers the kernel, so it is not checked.
+  if (config.fuseFdSocket === undefined) await checkMountpoint(config.mountpoint);
 
   const logger = createLogger(config.logLevel as 'info');
   const startedAt = performance.now();
@@ -210,9 +212,10 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
 
   let session: FuseSession;
   try {
+    const nativeMountpoint = config.fuseFdSocket === undefined ? config.mountpoint : await receiveMountedDescriptor(config, logger);
     session = await FuseSession.mount(
       {
-        mountpoint: config.mountpoint,
+        mountpoint: nativeMountpoint,
         fsName: `bucketmount:${config.location.url}`,
         subtype: 'bucketmount',
         allowOther: config.allowOther,
@@ -256,6 +259,25 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
   });
 
   return serveUntilStopped(config, session, filesystem, connection, state, operations, logger);
+}
+
+/**
+ * Receives the /dev/fuse descriptor that the helper at --fuse-fd-socket
+ * opened and mounted at MOUNTPOINT, and returns the `/dev/fd/N` mount point
+ * that libfuse adopts without mounting.
+ */
+async function receiveMountedDescriptor(config: MountConfig, logger: Logger): Promise<string> {
+  const socketPath = config.fuseFdSocket as string;
+  const timeoutMs = config.fuseFdTimeoutSeconds * 1000;
+  logger.info({ event: 'fuse-fd-waiting', socket: socketPath, timeoutMs }, `waiting for the /dev/fuse descriptor of ${config.mountpoint} on ${socketPath}`);
+
+  const received = await receiveFuseDescriptor(socketPath, timeoutMs);
+  // The socket stays open until this process exits: its end-of-file tells the helper to detach MOUNTPOINT.
+  logger.info(
+    { event: 'fuse-fd-received', socket: socketPath, descriptor: received.descriptor, mountpoint: config.mountpoint },
+    `received the /dev/fuse descriptor of ${config.mountpoint} as fd ${received.descriptor}`,
+  );
+  return `/dev/fd/${received.descriptor}`;
 }
 
 /**

@@ -61,6 +61,13 @@ export const OPTIONS: readonly OptionDeclaration[] = [
   { name: 'gid', type: 'integer', commands: MOUNT, help: 'owner group id of every file; default is the daemon\'s group id' },
   { name: 'file-mode', type: 'mode', defaultValue: '0644', commands: MOUNT, help: 'permission bits of files, in octal' },
   { name: 'dir-mode', type: 'mode', defaultValue: '0755', commands: MOUNT, help: 'permission bits of directories, in octal' },
+  {
+    name: 'fuse-fd-socket',
+    type: 'string',
+    commands: MOUNT,
+    help: 'path of a Unix socket on which a privileged helper sends an open /dev/fuse descriptor that it has already mounted at MOUNTPOINT; the daemon then needs no capability. It waits up to --fuse-fd-timeout for the socket',
+  },
+  { name: 'fuse-fd-timeout', type: 'duration', unit: 'seconds', defaultValue: '60', commands: MOUNT, help: 'how long to wait for the --fuse-fd-socket helper to create its socket and send the descriptor' },
   { name: 'allow-other', type: 'boolean', commands: MOUNT, help: 'let users other than the daemon\'s user access the mount (needs user_allow_other in /etc/fuse.conf unless root)' },
   { name: 'metadata-ttl', type: 'duration', unit: 'seconds', defaultValue: '5', commands: MOUNT, help: 'how long attributes, listings and negative lookups are cached' },
 

@@ -140,8 +140,23 @@ export interface NativeSession {
   readonly state: 'mounted' | 'unmounting' | 'closed';
 }
 
+/** An open /dev/fuse descriptor received from a privileged helper, and the socket it came over. */
+export interface ReceivedDescriptor {
+  /** Close-on-exec descriptor of /dev/fuse (checked to be the character device 10:229); mount it as `/dev/fd/N`. */
+  descriptor: number;
+  /** The connected socket. Keep it open while serving: the helper detaches the mount when it closes. */
+  connection: number;
+}
+
 export interface NativeAddon {
   mount(options: NativeMountOptions, handlers: NativeHandlers): NativeSession;
+  /**
+   * Connects to the Unix socket at `path`, retrying while it is missing or
+   * refuses connections, and receives one descriptor sent as SCM_RIGHTS.
+   * Rejects with an Error (code ERR_BUCKETMOUNT_DESCRIPTOR, `errno` set) on a
+   * timeout after `timeoutMs`, a socket error, or a descriptor that is not /dev/fuse.
+   */
+  receiveDescriptor(path: string, timeoutMs: number): Promise<ReceivedDescriptor>;
   libfuseVersion: string;
 }
 

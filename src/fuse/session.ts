@@ -29,6 +29,7 @@ import {
   type NativeRequest,
   type NativeSession,
   type NativeTimeoutInfo,
+  type ReceivedDescriptor,
 } from './native.js';
 import type { FilesystemOperations, RequestContext } from './types.js';
 
@@ -171,6 +172,16 @@ async function setReadAhead(mountpoint: string, kib: number, logger: Logger): Pr
   } catch (error) {
     logger.info({ mountpoint, file, err: error }, 'cannot set the readahead window (needs root); buffered reads arrive in 128 KiB requests');
   }
+}
+
+/**
+ * Receives an open, already mounted /dev/fuse descriptor from a privileged
+ * helper over the Unix socket at `socketPath`, waiting up to `timeoutMs` for
+ * the helper. Mount the result with the mount point `/dev/fd/N`, and keep
+ * `connection` open while serving, because the helper detaches the mount when it closes.
+ */
+export async function receiveFuseDescriptor(socketPath: string, timeoutMs: number): Promise<ReceivedDescriptor> {
+  return loadNativeAddon().receiveDescriptor(socketPath, timeoutMs);
 }
 
 export class FuseSession {
