@@ -1,19 +1,32 @@
 /**
  * GETs repeated after failures that a later attempt can get past.
  *
- * The stores retry a request until its response headers arrive (the S3
- * SDK's standard retry mode, the GCS client's retry-request), but a body that
- * is cut short or reset after that rejects with `TransientError` and is not
- * repeated there. Throttling that outlasted the store's own attempts rejects
+ * The S3 store retries a request until its response headers arrive (the
+ * SDK's standard retry mode), but a body that is cut short or reset after
+ * that rejects with `TransientError` and is not repeated there. The GCS store
+ * sends each download once, so there every failure, a 503 included, costs
+ * one attempt here. Throttling that outlasted the store's own attempts rejects
  * with `ThrottledError`. Both are repeated here, with exponential backoff and
  * full jitter (a delay drawn from zero to the doubling bound), until the
  * attempt limit or the time budget is reached. Everything else, such as
  * `PreconditionFailedError` after the object changed or `NotFoundError`, is
  * returned at once, and so is any failure after the caller's signal fired.
  *
- * A GET has no side effects, so repeating it is always safe. The budget
- * stays well below the kernel request timeout of the mount (120 s by
- * default), so a reader gets an errno, not ETIMEDOUT, when storage stays down.
+ * A GET has no side effects, so repeating it is always safe.
+ *
+ * The time budget counts the attempts themselves, not only the delays
+ * between them, so it must be longer than one attempt can take. The stores
+ * end an attempt whose connection stays idle for 30 s (GcsStore
+ * `downloadIdleTimeoutMs`, S3Store `requestTimeoutMs`). A budget no longer
+ * than that would let one stalled attempt use it up, so the GET would fail
+ * with EIO at its first failure. A budget of 60 s leaves room for retries
+ * after one stall, and the last retry starts before 60 s and, if it stalls
+ * too, ends by about 90 s, below the kernel request timeout of the mount
+ * (120 s by default). A reader therefore gets an errno, not ETIMEDOUT, when
+ * storage stays down.
+ * NOTE: a read that waited for another reader's failed fetch of the same
+ * bytes starts its own fetch with a fresh budget, so when storage stays
+ * down that read can reach the kernel deadline and get ETIMEDOUT.
  */
 
 import type { Logger } from 'pino';
@@ -34,11 +47,12 @@ export interface GetRetryPolicy {
 
 // Eight attempts: when one request in six fails, all eight fail for about one
 // GET in 1.7 million (6^8), and the delays of seven retries add up to at most 16.2 s.
+// The budget is twice the stores' 30 s idle timeout; see the file comment.
 export const DEFAULT_GET_RETRY_POLICY: GetRetryPolicy = {
   maxAttempts: 8,
   initialDelayMs: 200,
   maxDelayMs: 5_000,
-  budgetMs: 30_000,
+  budgetMs: 60_000,
 };
 
 export interface GetRetryOptions {
