@@ -40,7 +40,7 @@ function networkCodeOf(error: unknown): string | undefined {
   return undefined;
 }
 
-/** A GCS 403: the role to grant on the bucket, with the gcloud command when the service account is known. */
+/** Explains a GCS 403: the role to grant on the bucket, with the gcloud command when the service account is known. */
 function explainGcsAccessDenied(error: StoreError, config: CommonConfig): string {
   const bucket = config.location.bucket;
   const credentials = config.credentials;
@@ -88,7 +88,7 @@ export function explainStoreError(error: StoreError, config: CommonConfig): stri
   }
 }
 
-/** One line for any failure: credential errors and store errors explained, others by message. */
+/** Explains any failure in one line: credential and store errors by their type, others by their message. */
 export function explainFailure(error: unknown, config: CommonConfig): string {
   if (isCredentialError(error)) return error.explanation;
   if (error instanceof StoreError) return explainStoreError(error, config);

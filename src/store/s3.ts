@@ -390,7 +390,7 @@ export class S3Store implements ObjectStore {
           { abortSignal },
         ),
       );
-      // NOTE: PutObject returns no Last-Modified, so the local clock stands in for the server's.
+      // NOTE: PutObject returns no Last-Modified, so the local clock is used in place of the server's.
       return { key, size: body.length, version: stripQuotes(response.ETag ?? ''), lastModified: new Date() };
     } catch (error) {
       if (!(error instanceof PreconditionFailedError) || attemptsOf(error) <= 1) throw error;
@@ -508,7 +508,7 @@ export class S3Store implements ObjectStore {
     this.partSizes.delete(uploadId);
     const knownSizes = parts.map((part) => sizes?.get(part.partNumber));
     if (knownSizes.every((size) => size !== undefined)) {
-      // NOTE: CompleteMultipartUpload returns no Last-Modified, so the local clock stands in for the server's.
+      // NOTE: CompleteMultipartUpload returns no Last-Modified, so the local clock is used in place of the server's.
       return { key, size: knownSizes.reduce((sum, size) => sum + size, 0), version, lastModified: new Date() };
     }
 
