@@ -52,7 +52,8 @@ export interface MountTarget {
   credentials: string;
   /** False when the mount reaches the server without the counting proxy, so server bytes are unknown. */
   countsServerBytes: boolean;
-  mount(): Promise<RunningMount>;
+  /** `extraArgs` go to bucketmount's command line; the peers take none. */
+  mount(extraArgs?: string[]): Promise<RunningMount>;
 }
 
 function isMounted(mountpoint: string): boolean {
@@ -163,7 +164,7 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     unavailable: existsSync(CLI_PATH) ? undefined : `${CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through MinIO STS AssumeRoleWithWebIdentity',
     countsServerBytes: true,
-    mount: async () => {
+    mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
         target: 'bucketmount',
@@ -175,6 +176,7 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
           '--region', minio.region,
           '--token-file', environment.tokenFile,
           '--role-arn', minio.roleArn,
+          ...extraArgs,
         ],
         environment: baseEnvironment(),
         mountpoint,
@@ -285,7 +287,7 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
     unavailable: existsSync(CLI_PATH) ? undefined : `${CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through the GCP STS and IAM Credentials fakes, behind the authorizing proxy',
     countsServerBytes: true,
-    mount: async () => {
+    mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
         target: 'bucketmount',
@@ -298,6 +300,7 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
           '--gcp-service-account', gcp.serviceAccount,
           '--gcp-sts-endpoint', gcp.fakes.stsTokenUrl,
           '--gcp-iam-endpoint', gcp.fakes.iamEndpoint,
+          ...extraArgs,
         ],
         environment: baseEnvironment(),
         mountpoint,

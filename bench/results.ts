@@ -41,6 +41,7 @@ export const SCENARIOS: Array<{ name: string; kind: ScenarioKind; description: s
   { name: 'small-read', kind: 'time', description: 'reading them back after the page cache is dropped' },
   { name: 'ls-l', kind: 'time', description: 'ls -l of one directory, fresh mount' },
   { name: 'find', kind: 'time', description: 'find -type f over a tree of directories, fresh mount' },
+  { name: 'memory-bound', kind: 'throughput', description: 'bucketmount only: a large write then read under a small --memory-limit, with the peak RSS' },
 ];
 
 export function scenarioKind(name: string): ScenarioKind {

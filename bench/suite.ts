@@ -163,30 +163,44 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
   const record = (scenario: string, fields: Partial<Result>): void => {
     results.push(ok(context, scenario, 'sdk', { note: 'runs in the benchmark process; CPU and RSS not separable from the proxy', ...fields }));
   };
+  const isSelected = (scenario: string): boolean => selected(options, [scenario]);
   context.log(`${context.backend}: SDK ceiling`);
 
   // Startup reference: a bare Node.js start, the credential exchange, and a first listing.
-  const listed = await measureCeiling(ceiling, async () => {
-    await ceiling.listPage('', '/', undefined);
-  });
-  record('startup', {
-    seconds: (context.nodeStartMs + ceiling.exchangeMs) / 1000 + (listed.seconds ?? 0),
-    note: `node -e 0 ${context.nodeStartMs.toFixed(0)} ms + credential exchange ${ceiling.exchangeMs.toFixed(0)} ms + first listing ${((listed.seconds ?? 0) * 1000).toFixed(0)} ms`,
-  });
+  if (isSelected('startup')) {
+    const listed = await measureCeiling(ceiling, async () => {
+      await ceiling.listPage('', '/', undefined);
+    });
+    record('startup', {
+      seconds: (context.nodeStartMs + ceiling.exchangeMs) / 1000 + (listed.seconds ?? 0),
+      note: `node -e 0 ${context.nodeStartMs.toFixed(0)} ms + credential exchange ${ceiling.exchangeMs.toFixed(0)} ms + first listing ${((listed.seconds ?? 0) * 1000).toFixed(0)} ms`,
+    });
+  }
 
-  record('seq-read-cold', { bytes: options.largeFileBytes, ...(await measureCeiling(ceiling, () => ceilingParallelRead(ceiling, LARGE_KEY, options.largeFileBytes))) });
-  record('seq-read-warm', { bytes: options.largeFileBytes, ...(await measureCeiling(ceiling, () => ceilingParallelRead(ceiling, LARGE_KEY, options.largeFileBytes))), note: 'the SDK has no cache: read from the server again' });
+  if (isSelected('seq-read-cold')) {
+    record('seq-read-cold', { bytes: options.largeFileBytes, ...(await measureCeiling(ceiling, () => ceilingParallelRead(ceiling, LARGE_KEY, options.largeFileBytes))) });
+  }
+  if (isSelected('seq-read-warm')) {
+    record('seq-read-warm', {
+      bytes: options.largeFileBytes,
+      ...(await measureCeiling(ceiling, () => ceilingParallelRead(ceiling, LARGE_KEY, options.largeFileBytes))),
+      note: 'the SDK has no cache: read from the server again',
+    });
+  }
 
   const parallelBytes = options.parallelReaders * options.parallelFileBytes;
-  record('parallel-read', {
-    bytes: parallelBytes,
-    ...(await measureCeiling(ceiling, async () => {
-      await Promise.all(Array.from({ length: options.parallelReaders }, (_, index) => ceiling.getObject(parallelKey(index))));
-    })),
-    note: 'one whole-object GET per file, all at once',
-  });
+  if (isSelected('parallel-read')) {
+    record('parallel-read', {
+      bytes: parallelBytes,
+      ...(await measureCeiling(ceiling, async () => {
+        await Promise.all(Array.from({ length: options.parallelReaders }, (_, index) => ceiling.getObject(parallelKey(index))));
+      })),
+      note: 'one whole-object GET per file, all at once',
+    });
+  }
 
   for (const [scenario, size] of [['random-4k', 4096], ['random-128k', 128 * 1024]] as const) {
+    if (!isSelected(scenario)) continue;
     const latencies: number[] = [];
     const random = mulberry32(7);
     const slots = Math.floor(options.largeFileBytes / size);
@@ -201,28 +215,37 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
     record(scenario, { bytes: options.randomReads * size, ...measured, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99), note: 'one ranged GET per read' });
   }
 
-  const writeSource = `${context.sourceFile}.write`;
-  await runChecked('sh', ['-c', `head -c ${options.writeBytes} "${context.sourceFile}" > "${writeSource}"`]);
-  record('seq-write', { bytes: options.writeBytes, ...(await measureCeiling(ceiling, () => ceiling.uploadFile('sdk/write.bin', writeSource))), serverBytes: undefined });
-  await runChecked('rm', ['-f', writeSource]);
+  if (isSelected('seq-write')) {
+    const writeSource = `${context.sourceFile}.write`;
+    await runChecked('sh', ['-c', `head -c ${options.writeBytes} "${context.sourceFile}" > "${writeSource}"`]);
+    record('seq-write', { bytes: options.writeBytes, ...(await measureCeiling(ceiling, () => ceiling.uploadFile('sdk/write.bin', writeSource))), serverBytes: undefined });
+    await runChecked('rm', ['-f', writeSource]);
+  }
 
-  const smallBody = Buffer.alloc(options.smallFileBytes, 's');
-  record('small-write', {
-    ...(await measureCeiling(ceiling, async () => {
-      for (let index = 0; index < options.smallFiles; index += 1) await ceiling.putObject(`sdk/small/file-${String(index).padStart(5, '0')}`, smallBody);
-    })),
-    serverBytes: undefined,
-    note: 'one PUT after another',
-  });
-  record('small-read', {
-    ...(await measureCeiling(ceiling, async () => {
-      for (let index = 0; index < options.smallFiles; index += 1) await ceiling.getObject(`sdk/small/file-${String(index).padStart(5, '0')}`);
-    })),
-    note: 'one GET after another',
-  });
+  // The reads need the writes' objects, so the two run together.
+  if (isSelected('small-write') || isSelected('small-read')) {
+    const smallBody = Buffer.alloc(options.smallFileBytes, 's');
+    record('small-write', {
+      ...(await measureCeiling(ceiling, async () => {
+        for (let index = 0; index < options.smallFiles; index += 1) await ceiling.putObject(`sdk/small/file-${String(index).padStart(5, '0')}`, smallBody);
+      })),
+      serverBytes: undefined,
+      note: 'one PUT after another',
+    });
+    record('small-read', {
+      ...(await measureCeiling(ceiling, async () => {
+        for (let index = 0; index < options.smallFiles; index += 1) await ceiling.getObject(`sdk/small/file-${String(index).padStart(5, '0')}`);
+      })),
+      note: 'one GET after another',
+    });
+  }
 
-  record('ls-l', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'list/', '/')))), note: 'listing pages with a delimiter' });
-  record('find', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'tree/', undefined)))), note: 'listing pages without a delimiter' });
+  if (isSelected('ls-l')) {
+    record('ls-l', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'list/', '/')))), note: 'listing pages with a delimiter' });
+  }
+  if (isSelected('find')) {
+    record('find', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'tree/', undefined)))), note: 'listing pages without a delimiter' });
+  }
   return results;
 }
 
@@ -237,13 +260,28 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-/** Mounts, runs `body` and unmounts, also on failure. A failure becomes one failed row per scenario. */
-async function withMount(context: SuiteContext, target: MountTarget, scenarios: string[], body: (mount: RunningMount) => Promise<Result[]>): Promise<Result[]> {
+/** Whether any of `scenarios` was asked for (all are, without --scenarios). */
+function selected(options: BenchOptions, scenarios: string[]): boolean {
+  return options.scenarios === undefined || scenarios.some((scenario) => options.scenarios!.includes(scenario));
+}
+
+/**
+ * Mounts, runs `body` and unmounts, also on failure. A failure becomes one
+ * failed row per scenario. Scenarios left out by --scenarios do not mount.
+ */
+async function withMount(
+  context: SuiteContext,
+  target: MountTarget,
+  scenarios: string[],
+  body: (mount: RunningMount) => Promise<Result[]>,
+  extraArgs: string[] = [],
+): Promise<Result[]> {
+  if (!selected(context.options, scenarios)) return [];
   const dropNote = await dropPageCache();
   let mount: RunningMount | undefined;
   try {
-    mount = await target.mount();
-    const results = await body(mount);
+    mount = await target.mount(extraArgs);
+    const results = (await body(mount)).filter((result) => selected(context.options, [result.scenario]));
     if (dropNote !== undefined) for (const result of results) result.note = [result.note, dropNote].filter(Boolean).join('; ');
     return results;
   } catch (error) {
@@ -348,6 +386,47 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
       return [add('find', measured)];
     })),
   );
+
+  // Memory stays bounded however much passes through: the write waits for
+  // parts to finish and the read's prefetch shrinks when the budget is full.
+  // The peers have no memory limit to compare with, so only bucketmount runs.
+  if (target.name === 'bucketmount') {
+    const limitMib = options.memoryCheckLimitMib;
+    results.push(
+      ...(await withMount(
+        context,
+        target,
+        ['memory-bound'],
+        async (mount) => {
+          const key = `${target.name}/memory-bound.bin`;
+          const path = join(mount.mountpoint, key);
+          const copies = Math.ceil(options.memoryCheckBytes / (await sourceFileSize(context.sourceFile)));
+          const measured = await measureOnMount(mount, serverBytes, async () => {
+            await runChecked('mkdir', ['-p', join(mount.mountpoint, target.name)]);
+            // The source file repeated up to the size. When head exits, the loop's cat ends with SIGPIPE.
+            const source = `for copy in $(seq ${copies}); do cat "${context.sourceFile}"; done | head -c ${options.memoryCheckBytes}`;
+            await runChecked('sh', ['-c', `${source} | dd of="${path}" bs=1M iflag=fullblock status=none`]);
+            await waitUntilStored(admin, key, options.memoryCheckBytes);
+            await dropPageCache();
+            const counted = Number((await runChecked('sh', ['-c', `dd if="${path}" bs=1M status=none | wc -c`])).trim());
+            if (counted !== options.memoryCheckBytes) throw new Error(`reading ${key} back gave ${counted} bytes, expected ${options.memoryCheckBytes}`);
+          });
+          const boundMib = limitMib + 150;
+          const peakMib = measured.peakRssMiB ?? Number.NaN;
+          const verdict = peakMib <= boundMib ? 'within' : 'OVER';
+          return [
+            add('memory-bound', {
+              bytes: 2 * options.memoryCheckBytes,
+              ...measured,
+              serverBytes: undefined,
+              note: `${options.memoryCheckBytes / MiB} MiB written then read with --memory-limit ${limitMib}MiB: peak RSS ${peakMib.toFixed(0)} MiB, ${verdict} the bound of ${boundMib} MiB (limit + 150 MiB)`,
+            }),
+          ];
+        },
+        ['--memory-limit', `${limitMib}MiB`],
+      )),
+    );
+  }
   return results;
 }
 

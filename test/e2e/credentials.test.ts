@@ -16,15 +16,16 @@
  * read from the request that reached STS through the proxy (S3) or from the
  * STS fake's records (GCS), not from whether the exchange succeeded.
  *
- * Sizes: BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB (default 128, 1024 for the
- * closing measurement) is the upload during the short-lifetime run, and
- * BUCKETMOUNT_CREDENTIALS_READ_MIB (default 32) the file read in a loop.
+ * Sizes: BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB (default 128) is the file
+ * uploaded again and again during the short-lifetime run.
+ * BUCKETMOUNT_CREDENTIALS_READ_MIB (default 32) is the file read in a loop.
+ * The full measurement sets both to 1024.
  */
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -140,15 +141,24 @@ function stsTokens(proxy: FaultProxy): Array<{ tokenId: string; keyId: string; i
     });
 }
 
-/** Runs `step` again and again until `stop()` is called; counts failures with their output. */
-function repeat(step: () => Promise<{ ok: boolean; detail: string }>, pauseMs: number): { stop: () => Promise<void>; runs: () => number; failures: string[] } {
+interface RunRecord {
+  startedAt: number;
+  endedAt: number;
+}
+
+/** Runs `step` again and again until `stop()` is called; records each run and counts failures with their output. */
+function repeat(
+  step: () => Promise<{ ok: boolean; detail: string }>,
+  pauseMs: number,
+): { stop: () => Promise<void>; runs: () => number; records: () => RunRecord[]; failures: string[] } {
   let running = true;
-  let runs = 0;
+  const records: RunRecord[] = [];
   const failures: string[] = [];
   const loop = (async () => {
     while (running) {
+      const startedAt = Date.now();
       const outcome = await step();
-      runs += 1;
+      records.push({ startedAt, endedAt: Date.now() });
       if (!outcome.ok) failures.push(`${new Date().toISOString()} ${outcome.detail}`);
       if (running) await sleep(pauseMs);
     }
@@ -158,7 +168,8 @@ function repeat(step: () => Promise<{ ok: boolean; detail: string }>, pauseMs: n
       running = false;
       await loop;
     },
-    runs: () => runs,
+    runs: () => records.length,
+    records: () => [...records],
     failures,
   };
 }
@@ -219,12 +230,21 @@ describe('credential lifecycle on s3', () => {
     const startedAt = Date.now();
 
     try {
+      // Both loops run from the start to the end of the test, so that reads
+      // and uploads are in flight across every renewal, the outage and the
+      // key rotation. Each upload is checked against the bucket through the
+      // SDK before the next one starts.
       const reads = repeat(async () => {
-        const result = await shell(`sha256sum '${mnt}/read.bin'`, 120_000);
+        const result = await shell(`sha256sum '${mnt}/read.bin'`, 600_000);
         const ok = result.status === 0 && result.stdout.startsWith(readHash);
         return { ok, detail: `read: status ${result.status} ${result.stderr.trim()}` };
-      }, 1_000);
-      const upload = shell(`dd if='${uploadSource}' of='${mnt}/upload.bin' bs=1M status=none`, 600_000);
+      }, 500);
+      const uploads = repeat(async () => {
+        const result = await shell(`dd if='${uploadSource}' of='${mnt}/upload.bin' bs=1M status=none`, 600_000);
+        if (result.status !== 0) return { ok: false, detail: `upload: status ${result.status} ${result.stderr.trim()}` };
+        const stored = await backend.hashObject(bucket, 'upload.bin');
+        return { ok: stored === uploadHash, detail: `upload: the bucket holds SHA-256 ${stored}, expected ${uploadHash}` };
+      }, 500);
 
       // STS outage: from just after a renewal that left at least 30 s of
       // credentials until a tenth of their lifetime before they expire. The
@@ -274,24 +294,43 @@ describe('credential lifecycle on s3', () => {
       // The rotated token, or a later one that the 40 s rotation wrote before the renewal.
       expect(rotator.written.slice(rotationIndex).map((record) => record.tokenId)).toContain(nextExchange.tokenId);
 
-      // Keep reading until at least three credential lifetimes have passed.
+      // Keep reading and uploading until at least three credential lifetimes have passed.
       await sleep(Math.max(0, startedAt + 3 * TOKEN_LIFETIME_SECONDS * 1000 + 5_000 - Date.now()));
-      const uploadResult = await upload;
-      await reads.stop();
+      await Promise.all([reads.stop(), uploads.stop()]);
 
-      expect(uploadResult.status, uploadResult.stderr).toBe(0);
-      expect(await backend.hashObject(bucket, 'upload.bin')).toBe(uploadHash);
-      expect(reads.failures).toEqual([]);
-      expect(reads.runs()).toBeGreaterThan(3);
-      const renewals = parseLog(daemon.logs()).filter((entry) => entry.msg === 'credentials renewed');
+      const logCopy = join(tmpdir(), 'bucketmount-credentials-s3-daemon.log');
+      if (reads.failures.length + uploads.failures.length > 0) await writeFile(logCopy, daemon.logs());
+      expect(reads.failures, `daemon log: ${logCopy}`).toEqual([]);
+      expect(uploads.failures, `daemon log: ${logCopy}`).toEqual([]);
+      expect(reads.runs()).toBeGreaterThanOrEqual(3);
+      expect(uploads.runs()).toBeGreaterThanOrEqual(1);
+
+      // The point of the test: a read and an upload were in flight while
+      // renewals failed, and one upload's parts were signed with credentials
+      // from more than one exchange.
+      const renewals = parseLog(daemon.logs()).filter((entry) => entry.msg === 'credentials renewed').map((entry) => Date.parse(String(entry.time)));
       expect(renewals.length).toBeGreaterThanOrEqual(4);
+      const failedRenewals = parseLog(daemon.logs())
+        .filter((entry) => entry.msg === 'credential exchange failed; retrying with backoff')
+        .map((entry) => Date.parse(String(entry.time)));
+      expect(failedRenewals.length, 'the outage caused no failed renewal').toBeGreaterThan(0);
+      const firstFailure = Math.min(...failedRenewals);
+      const ranWhileFailing = (run: RunRecord): boolean => run.startedAt < outage!.upAt && run.endedAt > firstFailure;
+      expect(reads.records().some(ranWhileFailing), 'no read ran while renewals failed').toBe(true);
+      expect(uploads.records().some(ranWhileFailing), 'no upload ran while renewals failed').toBe(true);
+      expect(uploads.records().some((run) => renewals.some((renewedAt) => renewedAt > run.startedAt && renewedAt < run.endedAt)), 'no upload spanned a renewal').toBe(true);
+      console.log(
+        `s3 credentials: ${reads.runs()} reads of ${READ_MIB} MiB and ${uploads.runs()} uploads of ${UPLOAD_MIB} MiB, ` +
+          `${reads.records().filter(ranWhileFailing).length} reads and ${uploads.records().filter(ranWhileFailing).length} uploads in flight while renewals failed, ` +
+          `STS down ${((outage!.upAt - outage!.downAt) / 1000).toFixed(1)} s of ${(outage!.lifetimeMs / 1000).toFixed(1)} s credentials, ${renewals.length} renewals`,
+      );
       expect(parseLog(daemon.logs()).filter((entry) => entry.msg === 'filesystem operation failed')).toEqual([]);
       expect(await daemon.stop()).toBe(0);
     } finally {
       rotator.stop();
       stsProxy.bringUp();
     }
-  }, 420_000);
+  }, 900_000);
 
   test('revoked access is EACCES and recovers', async () => {
     await backend.writeToken({ expiresInSeconds: 3600 });
@@ -332,7 +371,10 @@ describe('credential lifecycle on gcs', () => {
   const tokenLifetimeSeconds = 30;
   let backend: TestBackend;
   let gcp: GcpTestControls;
-  let daemon: MountedDaemon | undefined;
+  const daemons: MountedDaemon[] = [];
+  let scratch: string;
+  let fileSource: string;
+  let fileHash: string;
 
   beforeAll(async () => {
     backend = await startBackend('gcs');
@@ -340,18 +382,103 @@ describe('credential lifecycle on gcs', () => {
     gcp = backend.gcp;
     await backend.createBucket(bucket);
     await backend.putObject(bucket, 'hello.txt', 'hello\n');
+
+    scratch = await mkdtemp(join(tmpdir(), 'bucketmount-credentials-gcs-'));
+    fileSource = join(scratch, 'file.bin');
+    await shell(`head -c ${READ_MIB}M /dev/urandom > '${fileSource}'`);
+    fileHash = await sha256OfFile(fileSource);
+    await backend.putFile(bucket, 'read.bin', fileSource);
   }, 180_000);
 
   afterAll(async () => {
-    if (daemon !== undefined) {
-      await daemon.stop('SIGKILL').catch(() => undefined);
-      await removeMountpoint(daemon.mountpoint);
+    for (const started of daemons) {
+      await started.stop('SIGKILL').catch(() => undefined);
+      await removeMountpoint(started.mountpoint);
     }
     await backend?.stop();
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
   }, 120_000);
 
+  test('STS and IAM outage longer than the renewal margin', async () => {
+    // Access tokens that live 30 s: renewal at 24 s, a margin of 6 s.
+    const outageDaemon = await startDaemon({
+      bucketUrl: backend.bucketUrl(bucket),
+      args: [...backend.connectionArgs(), '--token-lifetime', String(tokenLifetimeSeconds), '--memory-limit', '32MiB'],
+    });
+    daemons.push(outageDaemon);
+    const mnt = outageDaemon.mountpoint;
+
+    const reads = repeat(async () => {
+      const result = await shell(`sha256sum '${mnt}/read.bin'`, 300_000);
+      return { ok: result.status === 0 && result.stdout.startsWith(fileHash), detail: `read: status ${result.status} ${result.stderr.trim()}` };
+    }, 200);
+    const writes = repeat(async () => {
+      const result = await shell(`dd if='${fileSource}' of='${mnt}/written.bin' bs=1M status=none`, 300_000);
+      if (result.status !== 0) return { ok: false, detail: `write: status ${result.status} ${result.stderr.trim()}` };
+      const stored = await backend.hashObject(bucket, 'written.bin');
+      return { ok: stored === fileHash, detail: `write: the bucket holds SHA-256 ${stored}, expected ${fileHash}` };
+    }, 200);
+
+    try {
+      // Down from just after a renewal that left at least 20 s until 3 s
+      // before the held access token expires: the renewal point falls inside.
+      const seen = new Set<string>();
+      let expiresAt = 0;
+      let lifetimeMs = 0;
+      const renewedWithTimeLeft = await waitFor(() => {
+        for (const entry of parseLog(outageDaemon.logs())) {
+          if (entry.msg !== 'credentials renewed' || seen.has(String(entry.time))) continue;
+          seen.add(String(entry.time));
+          const expiration = Date.parse(String(entry.expiration));
+          if (expiration - Date.now() >= 20_000) {
+            expiresAt = expiration;
+            lifetimeMs = expiration - Date.parse(String(entry.time));
+            return true;
+          }
+        }
+        return false;
+      }, 90_000);
+      expect(renewedWithTimeLeft, `no renewal with 20 s left was logged:\n${outageDaemon.logs().slice(-3000)}`).toBe(true);
+
+      gcp.fakes.setStsAvailability('reset');
+      gcp.fakes.setIamAvailability('unavailable');
+      const downAt = Date.now();
+      await sleep(Math.max(0, expiresAt - 3_000 - Date.now()));
+      gcp.fakes.setStsAvailability('up');
+      gcp.fakes.setIamAvailability('up');
+      const upAt = Date.now();
+      expect(upAt - downAt).toBeGreaterThan(lifetimeMs * 0.2);
+
+      const recovered = await waitFor(
+        () => parseLog(outageDaemon.logs()).some((entry) => entry.msg === 'credentials renewed' && Date.parse(String(entry.time)) >= upAt),
+        60_000,
+      );
+      expect(recovered, 'no renewal after STS and IAM came back').toBe(true);
+      await Promise.all([reads.stop(), writes.stop()]);
+
+      const logCopy = join(tmpdir(), 'bucketmount-credentials-gcs-daemon.log');
+      if (reads.failures.length + writes.failures.length > 0) await writeFile(logCopy, outageDaemon.logs());
+      expect(reads.failures, `daemon log: ${logCopy}`).toEqual([]);
+      expect(writes.failures, `daemon log: ${logCopy}`).toEqual([]);
+      const failedRenewals = parseLog(outageDaemon.logs()).filter(
+        (entry) => entry.msg === 'credential exchange failed; retrying with backoff' && Date.parse(String(entry.time)) >= downAt,
+      );
+      expect(failedRenewals.length, 'the outage caused no failed renewal').toBeGreaterThan(0);
+      const duringOutage = (run: RunRecord): boolean => run.startedAt < upAt && run.endedAt > downAt;
+      expect(reads.records().filter(duringOutage).length).toBeGreaterThan(0);
+      expect(writes.records().filter(duringOutage).length).toBeGreaterThan(0);
+      expect(parseLog(outageDaemon.logs()).filter((entry) => entry.msg === 'filesystem operation failed')).toEqual([]);
+      expect(await outageDaemon.stop()).toBe(0);
+    } finally {
+      gcp.fakes.setStsAvailability('up');
+      gcp.fakes.setIamAvailability('up');
+      await Promise.all([reads.stop(), writes.stop()]);
+    }
+  }, 240_000);
+
   test('key rotation, revoked binding and recovery', async () => {
-    daemon = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--token-lifetime', String(tokenLifetimeSeconds)] });
+    const daemon = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--token-lifetime', String(tokenLifetimeSeconds)] });
+    daemons.push(daemon);
     const mnt = daemon.mountpoint;
     let counter = 0;
     const writeOnce = (): Promise<{ status: number | null; stderr: string }> => shell(`echo data > '${mnt}/probe-${counter++}.txt'`);
@@ -389,7 +516,7 @@ describe('credential lifecycle on gcs', () => {
 
     const entries = parseLog(daemon.logs());
     const operationWarnings = entries.filter((entry) => entry.msg === 'filesystem operation failed' && entry.level === 40);
-    expect(operationWarnings).toHaveLength(1);
+    expect(operationWarnings, JSON.stringify(operationWarnings)).toHaveLength(1);
     expect(operationWarnings[0]?.errno).toBe('EACCES');
     const exchangeWarnings = entries.filter((entry) => entry.msg === 'credential exchange failed; retrying with backoff');
     expect(exchangeWarnings.length).toBeGreaterThanOrEqual(1);
