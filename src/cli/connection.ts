@@ -18,6 +18,12 @@ import type { CommonConfig } from './config.js';
 
 export interface Connection {
   credentials: CredentialSource<unknown>;
+  /**
+   * The first credential exchange, when `ConnectionOptions.startCredentials`
+   * was set. It rejects as `credentials.start()` does. A rejection is not
+   * reported as unhandled while no caller awaits it.
+   */
+  firstExchange?: Promise<void>;
   store: ObjectStore;
   /** Path of the token file the credentials are exchanged from, when known. */
   tokenFile?: string;
@@ -45,6 +51,12 @@ export interface ConnectionOptions {
   maxSockets?: number;
   /** Receives the count, duration and outcome of every store request and retry, for metrics. */
   metrics?: StoreMetricsRecorder;
+  /**
+   * Sends the first credential exchange as soon as the credential module is
+   * loaded, before the storage SDK is, so that the exchange's round trip
+   * overlaps that loading. Its outcome is `Connection.firstExchange`.
+   */
+  startCredentials?: boolean;
 }
 
 /** Wraps the store so that every request is counted; below the scheduler, so queueing time is not counted as request time. */
@@ -53,52 +65,99 @@ function instrument(store: ObjectStore, options: ConnectionOptions): ObjectStore
 }
 
 /**
- * Creates the connection; nothing is sent until `credentials.start()`.
+ * Event loop turns given to the first exchange after its request reached the
+ * HTTP handler: one to issue the connect, one to write the request once the
+ * connection is up. Loading the storage SDK blocks the event loop, so a
+ * request not yet written then waits for the loading to end.
+ * NOTE: a TLS handshake or a DNS lookup needs more turns than these, so
+ * against a remote HTTPS endpoint the overlap is only partial.
+ */
+const SEND_TURNS = 2;
+
+/**
+ * Starts the first exchange of `source` and resolves once its request is on
+ * the network: after `dispatched` (see `nextRequestDispatched`) and
+ * SEND_TURNS more event loop turns, or when the exchange ends first. The
+ * exchange is returned inside an object, because awaiting a promise that
+ * resolves to a promise would wait for the exchange itself.
+ */
+async function startFirstExchange(source: CredentialSource<unknown>, dispatched: Promise<void>): Promise<{ exchange: Promise<void> }> {
+  const exchange = source.start();
+  // Awaited by the caller later; until then a failure must not count as an unhandled rejection.
+  exchange.catch(() => undefined);
+
+  await Promise.race([dispatched, exchange.catch(() => undefined)]);
+  for (let turn = 0; turn < SEND_TURNS; turn += 1) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return { exchange };
+}
+
+/** Stops the refresher when the rest of the connection cannot be created, so that it does not keep the process alive. */
+async function stopOnFailure<T>(source: CredentialSource<unknown>, create: () => Promise<T>): Promise<T> {
+  try {
+    return await create();
+  } catch (error) {
+    source.stop();
+    throw error;
+  }
+}
+
+/**
+ * Creates the connection. Nothing is sent until `credentials.start()`,
+ * unless `options.startCredentials` is set.
  *
  * The modules of one cloud are imported here, on demand, because loading the
  * AWS SDK and the Google Cloud client library is most of the daemon's start-up
  * time, and a mount needs only one of them. On a shared 2-core VM with Node
  * 24.21, the S3 store module loaded in about 120 ms and the GCS store module
- * in about 180 ms (best of five, an estimate).
+ * in about 180 ms (best of five, an estimate). The credential module is
+ * loaded first, so that the exchange can start before the store module loads.
  */
 export async function createConnection(config: CommonConfig, options: ConnectionOptions): Promise<Connection> {
   const logger = options.logger;
   const credentials = config.credentials;
 
   if (credentials.kind === 'aws-web-identity') {
-    const [{ awsCredentialProvider, createAwsWebIdentityCredentialSource }, { S3Store }] = await Promise.all([
-      import('../credentials/aws-web-identity.js'),
-      import('../store/s3.js'),
-    ]);
-    const source = createAwsWebIdentityCredentialSource(
-      {
-        roleArn: credentials.roleArn,
-        tokenFile: credentials.tokenFile,
-        region: config.region,
-        stsEndpoint: credentials.stsEndpoint,
-        sessionName: credentials.roleSessionName,
-        durationSeconds: credentials.durationSeconds,
-      },
-      { logger: logger.child({ component: 'credentials' }), renewAtFraction: options.refreshFraction },
-    );
-
-    const store = new S3Store({
-      bucket: config.location.bucket,
+    const { awsCredentialProvider, createAwsWebIdentityCredentialSource, createStsClient, nextRequestDispatched } = await import('../credentials/aws-web-identity.js');
+    const stsConfig = {
+      roleArn: credentials.roleArn,
+      tokenFile: credentials.tokenFile,
       region: config.region,
-      endpoint: config.endpoint,
-      forcePathStyle: config.pathStyle,
-      credentials: awsCredentialProvider(source),
-      maxSockets: options.maxSockets,
-      logger: logger.child({ component: 'store' }),
-      onInvalidCredentials: async () => {
-        await source.invalidate('the storage service rejected the credentials');
-      },
-      onRetry: () => options.metrics?.storeRetry(),
+      stsEndpoint: credentials.stsEndpoint,
+      sessionName: credentials.roleSessionName,
+      durationSeconds: credentials.durationSeconds,
+    };
+    const stsClient = createStsClient(stsConfig);
+    const source = createAwsWebIdentityCredentialSource(stsConfig, { logger: logger.child({ component: 'credentials' }), renewAtFraction: options.refreshFraction }, stsClient);
+    const firstExchange = options.startCredentials ? (await startFirstExchange(source, nextRequestDispatched(stsClient))).exchange : undefined;
+
+    return stopOnFailure(source, async () => {
+      const { S3Store } = await import('../store/s3.js');
+      const store = new S3Store({
+        bucket: config.location.bucket,
+        region: config.region,
+        endpoint: config.endpoint,
+        forcePathStyle: config.pathStyle,
+        credentials: awsCredentialProvider(source),
+        maxSockets: options.maxSockets,
+        logger: logger.child({ component: 'store' }),
+        onInvalidCredentials: async () => {
+          await source.invalidate('the storage service rejected the credentials');
+        },
+        onRetry: () => options.metrics?.storeRetry(),
+      });
+      return {
+        credentials: source as CredentialSource<unknown>,
+        firstExchange,
+        store: schedule(instrument(store, options), options),
+        tokenFile: credentials.tokenFile,
+        close: closer(source as CredentialSource<unknown>, store),
+      };
     });
-    return { credentials: source as CredentialSource<unknown>, store: schedule(instrument(store, options), options), tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
   }
 
-  const [{ createGcpWifCredentialSource }, { GcsStore }] = await Promise.all([import('../credentials/gcp-wif.js'), import('../store/gcs.js')]);
+  const { createGcpWifCredentialSource } = await import('../credentials/gcp-wif.js');
   const source = createGcpWifCredentialSource(
     {
       credentialsFile: credentials.credentialsFile,
@@ -111,13 +170,24 @@ export async function createConnection(config: CommonConfig, options: Connection
     },
     { logger: logger.child({ component: 'credentials' }), renewAtFraction: options.refreshFraction },
   );
+  // The Google client has no hook for a dispatched request, so the exchange only gets SEND_TURNS turns.
+  const firstExchange = options.startCredentials ? (await startFirstExchange(source, Promise.resolve())).exchange : undefined;
 
-  const store = new GcsStore({
-    bucket: config.location.bucket,
-    credentials: source,
-    apiEndpoint: config.endpoint,
-    logger: logger.child({ component: 'store' }),
-    onRetry: () => options.metrics?.storeRetry(),
+  return stopOnFailure(source, async () => {
+    const { GcsStore } = await import('../store/gcs.js');
+    const store = new GcsStore({
+      bucket: config.location.bucket,
+      credentials: source,
+      apiEndpoint: config.endpoint,
+      logger: logger.child({ component: 'store' }),
+      onRetry: () => options.metrics?.storeRetry(),
+    });
+    return {
+      credentials: source as CredentialSource<unknown>,
+      firstExchange,
+      store: schedule(instrument(store, options), options),
+      tokenFile: credentials.tokenFile,
+      close: closer(source as CredentialSource<unknown>, store),
+    };
   });
-  return { credentials: source as CredentialSource<unknown>, store: schedule(instrument(store, options), options), tokenFile: credentials.tokenFile, close: closer(source as CredentialSource<unknown>, store) };
 }

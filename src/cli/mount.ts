@@ -2,10 +2,15 @@
  * `bucketmount mount URL MOUNTPOINT`: serves one bucket location at a mount
  * point in the foreground.
  *
- * Start-up order: validate options, get the first credentials, probe the
- * bucket with one listing (so a wrong bucket or endpoint fails here, with a
- * clear message, and not as EIO on the first `ls`), then mount. Each failure
- * before the mount is one line on standard error and exit status 1.
+ * Start-up order: validate options, send the first credential exchange, load
+ * the storage SDK and the filesystem modules while it is on the network, and
+ * mount. Then wait for the credentials and probe the bucket with one listing,
+ * so a wrong bucket or endpoint fails here, with a clear message, and not as
+ * EIO on the first `ls`. Requests that arrive before that wait for the
+ * credentials. When either check fails, the daemon unmounts again, and every
+ * failure before the mount is ready is one line on standard error and exit
+ * status 1. Only then is the mount ready (the `mount-ready` log line and
+ * /healthz).
  *
  * Shutdown: the first SIGTERM or SIGINT drains (open files get up to
  * --shutdown-timeout to be closed and uploaded, then the rest is aborted),
@@ -24,17 +29,15 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { BucketFilesystem } from '../fs/filesystem.js';
-import { resolveFilesystemConfig } from '../fs/config.js';
+import type { BucketFilesystem } from '../fs/filesystem.js';
 import type { CredentialSource } from '../credentials/types.js';
-import { FuseSession, errnoName, receiveFuseDescriptor } from '../fuse/session.js';
+import type { FuseSession } from '../fuse/session.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createProcessRegistry, MountMetrics } from '../observability/metrics.js';
 import { startOperationsServer, type HealthCheck, type OperationsServer } from '../observability/operations-server.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
-import { abortStaleUploads } from '../write/stale-uploads.js';
 import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
 
 /**
@@ -107,27 +110,134 @@ function healthChecks(state: MountState): { liveness: HealthCheck[]; readiness: 
   return { liveness: [mounted], readiness: [running, credentials] };
 }
 
-async function connect(config: MountConfig, logger: Logger, metrics: MountMetrics): Promise<Connection> {
+/**
+ * Loads the filesystem and FUSE modules. mountAndServe imports them after
+ * sending the first credential exchange, so that their loading overlaps the
+ * exchange's round trip.
+ */
+async function loadServingModules() {
+  const [filesystem, filesystemConfig, fuse, staleUploads] = await Promise.all([
+    import('../fs/filesystem.js'),
+    import('../fs/config.js'),
+    import('../fuse/session.js'),
+    import('../write/stale-uploads.js'),
+  ]);
+  return {
+    BucketFilesystem: filesystem.BucketFilesystem,
+    resolveFilesystemConfig: filesystemConfig.resolveFilesystemConfig,
+    FuseSession: fuse.FuseSession,
+    errnoName: fuse.errnoName,
+    receiveFuseDescriptor: fuse.receiveFuseDescriptor,
+    abortStaleUploads: staleUploads.abortStaleUploads,
+  };
+}
+type ServingModules = Awaited<ReturnType<typeof loadServingModules>>;
+
+/** Creates the connection with the first credential exchange already sent; `awaitFirstCredentials` checks its outcome. */
+async function openConnection(config: MountConfig, logger: Logger, metrics: MountMetrics | undefined): Promise<Connection> {
   // Enough sockets for every reader's readahead and every writer's parts at once.
   const maxSockets = Math.max(64, config.uploadConcurrency * 4 + Math.ceil(config.maxReadahead / config.blockSize) * 4);
-  const connection = await createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets, metrics });
+  const connection = await createConnection(config, { logger, refreshFraction: config.refreshFraction, maxSockets, metrics, startCredentials: true });
+  return connection;
+}
 
+async function awaitFirstCredentials(connection: Connection, config: MountConfig): Promise<void> {
   try {
-    await connection.credentials.start();
+    await (connection.firstExchange ?? connection.credentials.start());
   } catch (error) {
-    // The refresher keeps retrying after a failed first exchange; stop it so the process can exit.
-    connection.close();
     throw new MountStartError(explainFailure(error, config), error);
   }
+}
 
+/** Lists the top of the location once, so that a wrong bucket or endpoint fails the mount. */
+async function probeBucket(connection: Connection, config: MountConfig): Promise<void> {
   try {
     await connection.store.list({ prefix: config.location.prefix, delimiter: '/', maxKeys: 1 });
   } catch (error) {
-    connection.close();
     throw new MountStartError(explainFailure(error, config), error);
   }
+}
 
-  return connection;
+/** Creates the filesystem, its spill directory and its scrape-time metrics. */
+async function createFilesystem(
+  config: MountConfig,
+  connection: Connection,
+  modules: ServingModules,
+  memoryBytes: number,
+  metrics: MountMetrics | undefined,
+  logger: Logger,
+): Promise<BucketFilesystem> {
+  const filesystemConfig = modules.resolveFilesystemConfig({
+    prefix: config.location.prefix,
+    uid: config.uid,
+    gid: config.gid,
+    fileMode: config.fileMode,
+    dirMode: config.dirMode,
+    readOnly: config.readOnly,
+    metadataTtlMs: config.metadataTtlSeconds * 1000,
+    blockSize: config.blockSize,
+    maxReadahead: config.maxReadahead,
+    partSize: config.partSize,
+    uploadConcurrency: config.uploadConcurrency,
+    memoryLimitBytes: memoryBytes,
+    ...(config.spillDirectory !== undefined ? { spillDirectory: config.spillDirectory } : {}),
+  });
+  await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
+
+  const filesystem = new modules.BucketFilesystem({ store: connection.store, config: filesystemConfig, logger: logger.child({ component: 'fs' }) });
+  metrics?.observeFilesystem(() => filesystem.statistics(), memoryBytes);
+  return filesystem;
+}
+
+async function mountSession(config: MountConfig, modules: ServingModules, filesystem: BucketFilesystem, metrics: MountMetrics | undefined, logger: Logger): Promise<FuseSession> {
+  try {
+    const nativeMountpoint = config.fuseFdSocket === undefined ? config.mountpoint : await receiveMountedDescriptor(config, modules, logger);
+    return await modules.FuseSession.mount(
+      {
+        mountpoint: nativeMountpoint,
+        fsName: `bucketmount:${config.location.url}`,
+        subtype: 'bucketmount',
+        allowOther: config.allowOther,
+        readOnly: config.readOnly,
+        debug: false,
+        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
+        maxThreads: 16,
+        autoUnmount: true,
+        onOperationDone: (op, errno, durationMs, bytes) => {
+          if (metrics === undefined) return;
+          metrics.operationDone(op, errno, durationMs, modules.errnoName);
+          if (op === 'read') metrics.bytesRead(bytes);
+          else if (op === 'write') metrics.bytesWritten(bytes);
+        },
+      },
+      filesystem,
+      logger.child({ component: 'fuse' }),
+    );
+  } catch (error) {
+    throw new MountStartError(`cannot mount at ${config.mountpoint}: ${(error as Error).message}`, error);
+  }
+}
+
+/**
+ * Waits for the first credentials and probes the bucket, with the FUSE
+ * session already mounted. When either fails, the session is unmounted
+ * before the error is thrown, so that the failed start leaves no mount.
+ */
+async function verifyMountedSession(session: FuseSession, filesystem: BucketFilesystem, connection: Connection, config: MountConfig, logger: Logger): Promise<void> {
+  try {
+    await awaitFirstCredentials(connection, config);
+    await probeBucket(connection, config);
+  } catch (error) {
+    logger.info({ event: 'mount-abandoned', mountpoint: config.mountpoint }, `unmounting ${config.mountpoint}: the credentials or the bucket check failed`);
+    // Requests that arrived meanwhile wait for credentials or the store; end them before unmounting.
+    await filesystem.shutdown({ drain: false }).catch((shutdownError: unknown) => logger.error({ err: shutdownError }, 'stopping the filesystem of a failed start failed'));
+    const closed = await unmountWithin(session, logger);
+    if (!closed) {
+      // The FUSE request loop keeps the event loop alive. Exit once main.ts has printed the error.
+      setTimeout(() => process.exit(), 0);
+    }
+    throw error;
+  }
 }
 
 export async function runMount(argv: string[]): Promise<number> {
@@ -140,16 +250,19 @@ export async function runMount(argv: string[]): Promise<number> {
   const startedAt = performance.now();
   logger.info({ event: 'mount-starting', url: config.location.url, mountpoint: config.mountpoint }, `mounting ${config.location.url} at ${config.mountpoint}`);
 
-  const metrics = new MountMetrics();
   const state: MountState = { credentials: undefined, session: undefined, sessionClosed: false, stopping: false };
   // Started first, so that probes and scrapes during a slow start see why the mount is not ready.
+  // Without --metrics-port nothing is counted, and prom-client is never loaded.
+  let metrics: MountMetrics | undefined;
   let operations: OperationsServer | undefined;
   if (config.metricsPort !== 0) {
+    metrics = new MountMetrics();
     const processRegistry = createProcessRegistry();
+    const mountRegistry = metrics.registry;
     operations = await startOperationsServer({
       port: config.metricsPort,
       address: config.metricsAddress,
-      registries: () => [processRegistry, metrics.registry],
+      registries: () => [processRegistry, mountRegistry],
       ...healthChecks(state),
       logger: logger.child({ component: 'operations-server' }),
     });
@@ -163,7 +276,7 @@ export async function runMount(argv: string[]): Promise<number> {
   }
 }
 
-async function mountAndServe(config: MountConfig, logger: Logger, metrics: MountMetrics, state: MountState, operations: OperationsServer | undefined, startedAt: number): Promise<number> {
+async function mountAndServe(config: MountConfig, logger: Logger, metrics: MountMetrics | undefined, state: MountState, operations: OperationsServer | undefined, startedAt: number): Promise<number> {
   const memory = await chooseMemoryBudget(config.memoryLimit, 2 * config.blockSize);
   logger.info(
     {
@@ -186,57 +299,27 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
 
   // One millisecond before the first store call: uploads of this daemon are all younger.
   const cleanupReferenceTime = Date.now() - 1;
-  const connection = await connect(config, logger, metrics);
+  const connection = await openConnection(config, logger, metrics);
   state.credentials = connection.credentials;
-  metrics.observeCredentials(() => connection.credentials.state());
+  metrics?.observeCredentials(() => connection.credentials.state());
 
-  const filesystemConfig = resolveFilesystemConfig({
-    prefix: config.location.prefix,
-    uid: config.uid,
-    gid: config.gid,
-    fileMode: config.fileMode,
-    dirMode: config.dirMode,
-    readOnly: config.readOnly,
-    metadataTtlMs: config.metadataTtlSeconds * 1000,
-    blockSize: config.blockSize,
-    maxReadahead: config.maxReadahead,
-    partSize: config.partSize,
-    uploadConcurrency: config.uploadConcurrency,
-    memoryLimitBytes: memory.bytes,
-    ...(config.spillDirectory !== undefined ? { spillDirectory: config.spillDirectory } : {}),
-  });
-  await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
-
-  const filesystem = new BucketFilesystem({ store: connection.store, config: filesystemConfig, logger: logger.child({ component: 'fs' }) });
-  metrics.observeFilesystem(() => filesystem.statistics(), memory.bytes);
-
+  let modules: ServingModules;
+  let filesystem: BucketFilesystem;
   let session: FuseSession;
   try {
-    const nativeMountpoint = config.fuseFdSocket === undefined ? config.mountpoint : await receiveMountedDescriptor(config, logger);
-    session = await FuseSession.mount(
-      {
-        mountpoint: nativeMountpoint,
-        fsName: `bucketmount:${config.location.url}`,
-        subtype: 'bucketmount',
-        allowOther: config.allowOther,
-        readOnly: config.readOnly,
-        debug: false,
-        requestTimeoutMs: config.requestTimeoutSeconds * 1000,
-        maxThreads: 16,
-        autoUnmount: true,
-        onOperationDone: (op, errno, durationMs, bytes) => {
-          metrics.operationDone(op, errno, durationMs, errnoName);
-          if (op === 'read') metrics.bytesRead(bytes);
-          else if (op === 'write') metrics.bytesWritten(bytes);
-        },
-      },
-      filesystem,
-      logger.child({ component: 'fuse' }),
-    );
+    modules = await loadServingModules();
+    filesystem = await createFilesystem(config, connection, modules, memory.bytes, metrics, logger);
+    // Mounted before the credentials and the bucket are known to work, so that the mount
+    // overlaps the exchange; verifyMountedSession unmounts again when they do not.
+    session = await mountSession(config, modules, filesystem, metrics, logger);
+    await verifyMountedSession(session, filesystem, connection, config, logger);
   } catch (error) {
+    // The refresher keeps retrying after a failed first exchange; stop it so the process can exit.
     connection.close();
-    throw new MountStartError(`cannot mount at ${config.mountpoint}: ${(error as Error).message}`, error);
+    throw error;
   }
+
+  // Set only now, so that /healthz, the sidecar's startup probe, passes only for a verified mount.
   state.session = session;
   void session.closed.then(() => {
     state.sessionClosed = true;
@@ -250,7 +333,7 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
   // After the mount is ready, so that sandboxes do not wait for it. Ages are measured from a time
   // before this daemon created any upload, so its own uploads are never taken for stale ones.
   // It never rejects: failures are logged and left for the next start or a lifecycle rule.
-  void abortStaleUploads({
+  void modules.abortStaleUploads({
     store: connection.store,
     prefix: config.location.prefix,
     maxAgeMs: config.staleUploadAgeSeconds * 1000,
@@ -266,12 +349,12 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
  * opened and mounted at MOUNTPOINT, and returns the `/dev/fd/N` mount point
  * that libfuse adopts without mounting.
  */
-async function receiveMountedDescriptor(config: MountConfig, logger: Logger): Promise<string> {
+async function receiveMountedDescriptor(config: MountConfig, modules: ServingModules, logger: Logger): Promise<string> {
   const socketPath = config.fuseFdSocket as string;
   const timeoutMs = config.fuseFdTimeoutSeconds * 1000;
   logger.info({ event: 'fuse-fd-waiting', socket: socketPath, timeoutMs }, `waiting for the /dev/fuse descriptor of ${config.mountpoint} on ${socketPath}`);
 
-  const received = await receiveFuseDescriptor(socketPath, timeoutMs);
+  const received = await modules.receiveFuseDescriptor(socketPath, timeoutMs);
   // The socket stays open until this process exits: its end-of-file tells the helper to detach MOUNTPOINT.
   logger.info(
     { event: 'fuse-fd-received', socket: socketPath, descriptor: received.descriptor, mountpoint: config.mountpoint },

@@ -144,6 +144,28 @@ export function createStsClient(config: AwsWebIdentityConfig): STSClient {
 }
 
 /**
+ * Resolves when `client` next hands a request to its HTTP handler, after the
+ * token file was read and the request serialized. The daemon waits for this
+ * before it loads the storage SDK, which blocks the event loop, so that the
+ * first exchange is already on the network while the SDK loads. The promise
+ * stays pending when no request gets that far (a missing token file).
+ */
+export function nextRequestDispatched(client: STSClient): Promise<void> {
+  const name = 'bucketmountRequestDispatched';
+  return new Promise<void>((resolve) => {
+    client.middlewareStack.add(
+      (next) => (args) => {
+        client.middlewareStack.remove(name);
+        resolve();
+        return next(args);
+      },
+      // The last middleware before the deserialize step, which calls the HTTP handler.
+      { step: 'finalizeRequest', priority: 'low', name },
+    );
+  });
+}
+
+/**
  * The shape of the S3 client's `credentials` option when it is a function,
  * declared here so that no transitive SDK package has to be imported.
  */
