@@ -75,6 +75,14 @@ COPY --from=builder /app/node_modules /app/node_modules
 COPY --from=builder /app/dist /app/dist
 COPY --from=builder /app/native/build/Release/bucketmount_fuse.node /app/native/build/Release/bucketmount_fuse.node
 
+# Node's compile cache, filled here because the pod's root filesystem is
+# read-only and its home directory does not exist: a cache written at run
+# time would be lost, and every start would compile the SDKs again (about
+# 35 ms of CPU). Importing the modules compiles them; nothing is mounted.
+ENV NODE_COMPILE_CACHE=/app/compile-cache
+RUN node --input-type=module -e "await Promise.all(['cli/mount.js', 'cli/check.js', 'store/s3.js', 'store/gcs.js', 'credentials/aws-web-identity.js', 'credentials/gcp-wif.js', 'fs/filesystem.js', 'fuse/session.js', 'observability/metrics.js'].map((path) => import('/app/dist/src/' + path)))" \
+    && test -n "$(ls -A /app/compile-cache)"
+
 USER 65532:65532
 
 # The metrics and health endpoint is on by default in the image, on
