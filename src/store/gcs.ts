@@ -575,11 +575,25 @@ export class GcsStore implements ObjectStore {
       });
       outgoing.on('error', reject);
       outgoing.on('response', (incoming) => {
+        // With a Content-Length, the chunks are copied into one buffer of that size as they arrive, so a
+        // block's bytes are not held twice (chunks and their concatenation) while the last ones arrive.
+        // The length check of a successful response is left to the caller, which knows the range it asked for.
+        const announced = Number(incoming.headers['content-length']);
+        const preallocated = Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
         const chunks: Buffer[] = [];
-        incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+        let received = 0;
+        incoming.on('data', (chunk: Buffer) => {
+          if (preallocated !== undefined && received + chunk.length <= preallocated.length) preallocated.set(chunk, received);
+          else chunks.push(chunk);
+          received += chunk.length;
+        });
         // Node emits an 'aborted' error with code ECONNRESET when the connection closes before the whole body arrived.
         incoming.on('error', reject);
-        incoming.on('end', () => resolve({ response: incoming, body: Buffer.concat(chunks) }));
+        incoming.on('end', () => {
+          if (preallocated === undefined) resolve({ response: incoming, body: Buffer.concat(chunks) });
+          else if (chunks.length === 0) resolve({ response: incoming, body: preallocated.subarray(0, received) });
+          else resolve({ response: incoming, body: Buffer.concat([preallocated, ...chunks]) });
+        });
       });
       outgoing.end();
     });
