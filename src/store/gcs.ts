@@ -577,7 +577,7 @@ export class GcsStore implements ObjectStore {
       outgoing.on('response', (incoming) => {
         // With a Content-Length, the chunks are copied into one buffer of that size as they arrive, so a
         // block's bytes are not held twice (chunks and their concatenation) while the last ones arrive.
-        // The length check of a successful response is left to the caller, which knows the range it asked for.
+        // The length check of a successful response is left to the caller, which has the requested range.
         const announced = Number(incoming.headers['content-length']);
         const preallocated = Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
         const chunks: Buffer[] = [];
