@@ -6,6 +6,7 @@
         "src/session.c",
         "src/requests.c",
         "src/replies.c",
+        "src/reply_thread.c",
         "src/messages.c",
         "src/descriptor.c"
       ],

@@ -18,11 +18,15 @@
  * - control: answers requests whose deadline passed and detaches the mount
  *   point when JavaScript asks to unmount (a detach can block, and it may
  *   send requests to this very filesystem, so the main thread never does it).
+ * - reply: writes large read replies to /dev/fuse (reply_thread.c), straight
+ *   from the JavaScript buffers that the main thread keeps referenced, so
+ *   that the main thread is free for the next request.
  *
- * Lock: `bm_session.lock` guards the request table and the control flags.
+ * Locks: `bm_session.lock` guards the request table and the control flags.
  * Any thread that calls the thread-safe function holds the lock and checks
  * `accepting` first, so that no thread touches the function after teardown
- * released it.
+ * released it. `bm_session.reply_lock` guards the reply queue, and no
+ * thread holds both locks at once.
  */
 
 #ifndef BUCKETMOUNT_H
@@ -37,6 +41,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 /* Operations forwarded to JavaScript. The order matches BM_OPERATION_NAMES in messages.c. */
 typedef enum {
@@ -75,6 +80,7 @@ typedef enum {
   BM_MESSAGE_TIMEOUT,
   BM_MESSAGE_LOG,
   BM_MESSAGE_LOOP_ENDED,
+  BM_MESSAGE_REPLIES_SENT,   /* the reply thread has sent jobs whose references the main thread must delete */
 } bm_message_kind;
 
 /*
@@ -144,6 +150,19 @@ typedef struct {
 #define BM_SLOT_LIMIT 16777216.0          /* 2^24 slots, far above any in-flight count */
 #define BM_GENERATION_LIMIT 536870912u    /* 2^29, so that ids stay below 2^53 */
 
+/*
+ * One read reply for the reply thread: the claimed request and its data,
+ * either `count` pieces of JavaScript memory followed by one reference per
+ * piece (`referenced`), or one piece that points to a copy stored after it.
+ */
+typedef struct bm_reply_job {
+  struct bm_reply_job *next;
+  fuse_req_t request;
+  size_t count;
+  bool referenced;
+  struct iovec pieces[];
+} bm_reply_job;
+
 typedef enum {
   BM_LIFECYCLE_MOUNTED,
   BM_LIFECYCLE_UNMOUNTING,
@@ -163,8 +182,10 @@ typedef struct bm_session {
   struct fuse_loop_config *loop_config;
   bool loop_thread_started;
   bool control_thread_started;
+  bool reply_thread_started;
   pthread_t loop_thread;
   pthread_t control_thread;
+  pthread_t reply_thread;
   bm_lifecycle lifecycle;
   bool cleanup_hook_added;
   bool abandoned;              /* threads outlived the environment: never free this struct */
@@ -191,10 +212,20 @@ typedef struct bm_session {
   int32_t free_head;
   int32_t pending_head;        /* earliest deadline; deadlines grow in arrival order */
   int32_t pending_tail;
+
+  /* Guarded by reply_lock. */
+  pthread_mutex_t reply_lock;
+  pthread_cond_t reply_wakeup;     /* signalled on the first job of an empty queue and on stop */
+  bool reply_accepting;        /* false once the reply thread was asked to stop: replies are then sent at once */
+  bool reply_release_posted;   /* a BM_MESSAGE_REPLIES_SENT is on its way to the main thread */
+  bm_reply_job *reply_head;    /* oldest job */
+  bm_reply_job *reply_tail;
+  bm_reply_job *reply_sent;    /* sent referenced jobs, for the main thread to free */
 } bm_session;
 
 /* session.c */
 uint64_t bm_now_ns(void);
+int bm_start_thread(pthread_t *thread, void *(*main)(void *), void *argument);
 void bm_forward_request(bm_session *session, fuse_req_t request, bm_message *message);
 bool bm_post_locked(bm_session *session, bm_message *message);
 void bm_message_free(bm_message *message);
@@ -224,6 +255,13 @@ typedef enum {
  */
 bm_claim_result bm_claim_request(bm_session *session, double id, uint32_t allowed, uint64_t reply_length,
                                  fuse_req_t *request, bm_operation *operation, uint64_t *reply_limit);
+
+/* reply_thread.c, main thread only */
+int bm_reply_thread_start(bm_session *session);
+void bm_reply_thread_stop(bm_session *session);
+void bm_release_sent_replies(bm_session *session);
+void bm_send_read_reply(bm_session *session, fuse_req_t request, const struct iovec *pieces, const napi_value *values,
+                        size_t count, size_t length);
 
 /* descriptor.c: adds receiveDescriptor(path, timeoutMs) to the exports. */
 napi_status bm_define_descriptor_functions(napi_env env, napi_value exports);

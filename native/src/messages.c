@@ -288,6 +288,10 @@ napi_status bm_message_to_js(napi_env env, const bm_message *message, napi_value
 
     case BM_MESSAGE_LOOP_ENDED:
       return bm_set_number(env, object, "errno", message->error);
+
+    case BM_MESSAGE_REPLIES_SENT:
+      /* Handled in native code; it never reaches JavaScript. */
+      break;
   }
   return napi_invalid_arg;
 }

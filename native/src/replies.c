@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "bucketmount.h"
 
@@ -338,8 +339,8 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   return claimed_result(env, claimed);
 }
 
-/* Reads the bytes of a Buffer or any other Uint8Array. */
-static bool read_bytes(napi_env env, napi_value value, const char *method, void **data, size_t *length) {
+/* Reads the bytes of a Buffer or any other Uint8Array. Returns false, without throwing, when `value` is neither. */
+static bool read_bytes(napi_env env, napi_value value, void **data, size_t *length) {
   bool is_buffer = false;
   bool is_typed_array = false;
   if (napi_is_buffer(env, value, &is_buffer) == napi_ok && is_buffer) {
@@ -351,31 +352,119 @@ static bool read_bytes(napi_env env, napi_value value, const char *method, void 
       return true;
     }
   }
-  throw_type(env, method, "data", "a Buffer or Uint8Array");
   return false;
 }
 
-/* replyBuffer(id, data): the data of a read, at most `size` bytes of the request. */
+#define INLINE_PIECES 16
+
+/* The data of a read reply: views of JavaScript memory and the objects that own it. */
+typedef struct {
+  struct iovec *pieces;    /* `inline_pieces`, or malloc'd for a longer array */
+  napi_value *values;      /* `inline_values`, or malloc'd for a longer array */
+  size_t count;
+  size_t length;           /* bytes in all pieces */
+  struct iovec inline_pieces[INLINE_PIECES];
+  napi_value inline_values[INLINE_PIECES];
+} read_data;
+
+static void free_read_data(read_data *data) {
+  if (data->pieces != data->inline_pieces) free(data->pieces);
+  if (data->values != data->inline_values) free(data->values);
+  data->pieces = data->inline_pieces;
+  data->values = data->inline_values;
+}
+
+/*
+ * Reads `value`, one Uint8Array or an array of them, into `data` and checks
+ * that it fits `max_length`. Throws and returns false when it is invalid.
+ */
+static bool read_reply_data(napi_env env, napi_value value, size_t max_length, read_data *data) {
+  const char *m = "replyBuffer";
+  data->pieces = data->inline_pieces;
+  data->values = data->inline_values;
+  data->count = 0;
+  data->length = 0;
+
+  bool is_array = false;
+  if (napi_is_array(env, value, &is_array) != napi_ok || !is_array) {
+    if (!read_bytes(env, value, &data->pieces[0].iov_base, &data->pieces[0].iov_len)) {
+      throw_type(env, m, "data", "a Buffer, a Uint8Array or an array of them");
+      return false;
+    }
+    data->values[0] = value;
+    data->count = 1;
+    data->length = data->pieces[0].iov_len;
+  } else {
+    uint32_t count = 0;
+    if (napi_get_array_length(env, value, &count) != napi_ok) {
+      throw_type(env, m, "data", "a readable array");
+      return false;
+    }
+    if (count > INLINE_PIECES) {
+      data->pieces = malloc(count * sizeof(struct iovec));
+      data->values = malloc(count * sizeof(napi_value));
+      if (data->pieces == NULL || data->values == NULL) {
+        free(data->pieces);
+        free(data->values);
+        data->pieces = data->inline_pieces;
+        data->values = data->inline_values;
+        napi_throw_error(env, "ERR_OUT_OF_MEMORY", "replyBuffer: out of memory");
+        return false;
+      }
+    }
+
+    for (uint32_t i = 0; i < count; i++) {
+      napi_value item;
+      struct iovec *piece = &data->pieces[i];
+      if (napi_get_element(env, value, i, &item) != napi_ok || !read_bytes(env, item, &piece->iov_base, &piece->iov_len)) {
+        free_read_data(data);
+        throw_type(env, m, "each piece of data", "a Buffer or Uint8Array");
+        return false;
+      }
+      /* Checked per piece, so that the sum cannot overflow. */
+      if (piece->iov_len > max_length - data->length) {
+        free_read_data(data);
+        throw_type(env, m, "data", "no longer than the negotiated max_read");
+        return false;
+      }
+      data->values[i] = item;
+      data->length += piece->iov_len;
+      data->count++;
+    }
+  }
+
+  if (data->length > max_length) {
+    throw_type(env, m, "data", "no longer than the negotiated max_read");
+    return false;
+  }
+  return true;
+}
+
+/*
+ * replyBuffer(id, data): the data of a read, at most `size` bytes of the
+ * request. `data` is one Uint8Array or an array of them sent in order as one
+ * reply, so that JavaScript need not join pieces of cached blocks. A reply of
+ * BM_QUEUED_REPLY_MIN_BYTES (64 KiB) or more is written later by the reply
+ * thread straight from this memory, which stays referenced until then: its
+ * bytes must not change.
+ */
 static napi_value js_reply_buffer(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   double id;
-  void *data = NULL;
-  size_t length = 0;
+  read_data data;
   bm_session *session = bm_unwrap_session(env, info, &argc, argv);
   if (session == NULL) return NULL;
   if (argc < 2) return throw_type(env, "replyBuffer", "arguments", "(id, data)"), NULL;
-  if (!read_request_id(env, argv[0], "replyBuffer", &id) || !read_bytes(env, argv[1], "replyBuffer", &data, &length)) {
-    return NULL;
-  }
-  if (length > session->max_io_size) {
-    throw_type(env, "replyBuffer", "data", "no longer than the negotiated max_read");
+  if (!read_request_id(env, argv[0], "replyBuffer", &id) ||
+      !read_reply_data(env, argv[1], session->max_io_size, &data)) {
     return NULL;
   }
 
   fuse_req_t request;
-  int claimed = claim(env, session, "replyBuffer", id, BM_OP_BIT(BM_OP_READ), length, &request);
-  if (claimed == 1) (void)fuse_reply_buf(request, data, length);
+  int claimed = claim(env, session, "replyBuffer", id, BM_OP_BIT(BM_OP_READ), data.length, &request);
+  if (claimed == 1) bm_send_read_reply(session, request, data.pieces, data.values, data.count, data.length);
+  free_read_data(&data);
   return claimed_result(env, claimed);
 }
 

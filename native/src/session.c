@@ -3,11 +3,13 @@
  * delivery to JavaScript, unmount and teardown.
  *
  * Setup order in mount(): fuse_session_new, fuse_session_mount, the
- * thread-safe function, the control thread, the loop thread. Teardown runs on
- * the main thread when the loop thread reports that fuse_session_loop_mt
- * returned, and undoes the steps in reverse order: join the loop thread,
- * stop and join the control thread, reply EIO to what is still pending, release
- * the thread-safe function, fuse_session_unmount, fuse_session_destroy.
+ * thread-safe function, the control thread, the reply thread, the loop
+ * thread. Teardown runs on the main thread when the loop thread reports that
+ * fuse_session_loop_mt returned. It undoes the steps in reverse order: join
+ * the loop thread, let the reply thread send what it has queued and join
+ * it, stop and join the control thread, reply EIO to what is still pending,
+ * release the thread-safe function, fuse_session_unmount,
+ * fuse_session_destroy.
  *
  * unmount() from JavaScript only starts this: it marks the session as
  * exiting and asks the control thread to detach the mount point. The kernel
@@ -94,7 +96,7 @@ void bm_message_free(bm_message *message) {
 }
 
 /* Starts a thread with all signals blocked, so that signals keep going to Node's own threads. */
-static int start_thread(pthread_t *thread, void *(*main)(void *), void *argument) {
+int bm_start_thread(pthread_t *thread, void *(*main)(void *), void *argument) {
   sigset_t all;
   sigset_t previous;
   sigfillset(&all);
@@ -487,6 +489,9 @@ static void teardown(napi_env env, bm_session *session, int loop_error) {
     session->loop_thread_started = false;
   }
 
+  /* Queued replies hold requests of the session, which fuse_session_destroy frees, and references to JavaScript buffers. */
+  bm_reply_thread_stop(session);
+
   if (session->control_thread_started) {
     pthread_mutex_lock(&session->lock);
     session->control_stop = true;
@@ -551,6 +556,12 @@ static void call_js(napi_env env, napi_value unused, void *context, void *data) 
     return;
   }
 
+  if (message->kind == BM_MESSAGE_REPLIES_SENT) {
+    bm_release_sent_replies(session);
+    bm_message_free(message);
+    return;
+  }
+
   napi_ref handler = NULL;
   switch (message->kind) {
     case BM_MESSAGE_REQUEST: handler = session->request_handler; break;
@@ -558,6 +569,7 @@ static void call_js(napi_env env, napi_value unused, void *context, void *data) 
     case BM_MESSAGE_TIMEOUT: handler = session->timeout_handler; break;
     case BM_MESSAGE_LOG: handler = session->log_handler; break;
     case BM_MESSAGE_LOOP_ENDED: break;
+    case BM_MESSAGE_REPLIES_SENT: break;
   }
 
   napi_value object;
@@ -594,6 +606,9 @@ static void env_cleanup(void *argument) {
     session->control_thread_started = false;
   }
 
+  /* A write to /dev/fuse does not wait for the process that reads, so the queued replies go out promptly. */
+  bm_reply_thread_stop(session);
+
   if (session->loop_thread_started) {
     struct timespec limit;
     clock_gettime(CLOCK_REALTIME, &limit);
@@ -619,6 +634,8 @@ static void free_session(bm_session *session) {
   free(session->mountpoint);
   pthread_cond_destroy(&session->control_wakeup);
   pthread_mutex_destroy(&session->lock);
+  pthread_cond_destroy(&session->reply_wakeup);
+  pthread_mutex_destroy(&session->reply_lock);
   free(session);
 }
 
@@ -816,6 +833,8 @@ static bm_session *new_session(const mount_options *options) {
   pthread_condattr_setclock(&condition_attributes, CLOCK_MONOTONIC);
   pthread_cond_init(&session->control_wakeup, &condition_attributes);
   pthread_condattr_destroy(&condition_attributes);
+  pthread_mutex_init(&session->reply_lock, NULL);
+  pthread_cond_init(&session->reply_wakeup, NULL);
 
   session->mounted_by_descriptor = is_descriptor_mountpoint(options->mountpoint);
   session->request_timeout_ns = (uint64_t)(options->request_timeout_ms * 1e6);
@@ -895,27 +914,34 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
 
   /* Step 4: the control thread. */
-  int error = start_thread(&session->control_thread, control_main, session);
+  int error = bm_start_thread(&session->control_thread, control_main, session);
   if (error != 0) {
     throw_error(env, "ERR_BUCKETMOUNT_THREAD", "starting the FUSE control thread failed: %s", strerror(error));
     goto fail_dispatcher;
   }
   session->control_thread_started = true;
 
-  /* Step 5: the loop thread. Workers are created on demand up to max_threads and kept. */
+  /* Step 5: the reply thread. */
+  error = bm_reply_thread_start(session);
+  if (error != 0) {
+    throw_error(env, "ERR_BUCKETMOUNT_THREAD", "starting the FUSE reply thread failed: %s", strerror(error));
+    goto fail_control;
+  }
+
+  /* Step 6: the loop thread. Workers are created on demand up to max_threads and kept. */
   session->loop_config = fuse_loop_cfg_create();
   if (session->loop_config == NULL) {
     throw_error(env, "ERR_OUT_OF_MEMORY", "out of memory creating the FUSE loop configuration");
-    goto fail_control;
+    goto fail_reply;
   }
   fuse_loop_cfg_set_clone_fd(session->loop_config, 0);
   fuse_loop_cfg_set_max_threads(session->loop_config, options.max_threads);
   fuse_loop_cfg_set_idle_threads(session->loop_config, options.max_threads);
 
-  error = start_thread(&session->loop_thread, loop_main, session);
+  error = bm_start_thread(&session->loop_thread, loop_main, session);
   if (error != 0) {
     throw_error(env, "ERR_BUCKETMOUNT_THREAD", "starting the FUSE loop thread failed: %s", strerror(error));
-    goto fail_control;
+    goto fail_reply;
   }
   session->loop_thread_started = true;
 
@@ -941,6 +967,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   free_mount_options(&options);
   return wrapper;
 
+fail_reply:
+  bm_reply_thread_stop(session);
 fail_control:
   pthread_mutex_lock(&session->lock);
   session->control_stop = true;

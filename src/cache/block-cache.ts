@@ -91,11 +91,11 @@ function coveringChain(entry: BlockEntry | undefined, start: number, end: number
 }
 
 /**
- * Returns bytes `[start, end)` when cached ranges cover them, or undefined.
- * Bytes within one range are a view of it; only a request that spans
- * touching ranges is copied, so fetched data is never copied to merge it.
+ * Returns bytes `[start, end)` as views of the cached ranges that cover
+ * them, one per range, or undefined when they are not all cached. Fetched
+ * data is never copied to merge it.
  */
-function cachedBytes(entry: BlockEntry | undefined, start: number, end: number): Buffer | undefined {
+function cachedPieces(entry: BlockEntry | undefined, start: number, end: number): Buffer[] | undefined {
   const first = coveringChain(entry, start, end);
   if (first < 0) return undefined;
 
@@ -106,7 +106,7 @@ function cachedBytes(entry: BlockEntry | undefined, start: number, end: number):
     pieces.push(range.data.subarray(position - range.start, Math.min(end, rangeEnd(range)) - range.start));
     position = Math.min(end, rangeEnd(range));
   }
-  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, end - start);
+  return pieces;
 }
 
 /** Returns `ranges` with `added` inserted; the parts of other ranges that `added` overlaps are dropped, since they hold the same bytes. */
@@ -145,10 +145,19 @@ export class BlockCache {
 
   /** Returns bytes `[start, end)` of a block (offsets relative to the block), fetching what the cache lacks. */
   async read(id: BlockId, start: number, end: number, fetch: BlockFetcher): Promise<Buffer> {
-    if (start >= end) return Buffer.alloc(0);
+    const pieces = await this.readPieces(id, start, end, fetch);
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, Math.max(0, end - start));
+  }
+
+  /**
+   * Returns bytes `[start, end)` of a block like `read`, as views of the
+   * cached ranges in order (one per range they span), without copying them.
+   */
+  async readPieces(id: BlockId, start: number, end: number, fetch: BlockFetcher): Promise<Buffer[]> {
+    if (start >= end) return [];
     const cacheKey = blockCacheKey(id);
 
-    const cached = cachedBytes(this.blocks.get(cacheKey), start, end);
+    const cached = cachedPieces(this.blocks.get(cacheKey), start, end);
     if (cached !== undefined) {
       this.statistics.hits += 1;
       return cached;
@@ -158,8 +167,8 @@ export class BlockCache {
     // ends unless the block is evicted again and again between passes.
     for (let first = true; ; first = false) {
       await this.fill(cacheKey, start, end, fetch, first);
-      const bytes = cachedBytes(this.blocks.get(cacheKey), start, end);
-      if (bytes !== undefined) return bytes;
+      const pieces = cachedPieces(this.blocks.get(cacheKey), start, end);
+      if (pieces !== undefined) return pieces;
     }
   }
 

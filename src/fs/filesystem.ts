@@ -15,6 +15,8 @@
  *   once by this mount's own changes;
  * - `ObjectReader` (one per read handle) reads a pinned version through the
  *   shared `BlockCache`;
+ * - `FileReadahead` fetches the next small files of a directory that
+ *   programs open in name order (see file-readahead.ts);
  * - `FileWriter` (one per inode open for writing, shared by its handles)
  *   streams or spills writes and uploads on flush, fsync and last release.
  *
@@ -43,6 +45,7 @@ import type {
   EntryReply,
   FilesystemOperations,
   OpenReply,
+  ReadData,
   RequestContext,
   SetAttributesRequest,
   StatfsReply,
@@ -58,6 +61,7 @@ import { PendingAborts } from '../write/pending-aborts.js';
 import { FileWriter } from '../write/writer.js';
 import { resolveFilesystemConfig, type FilesystemConfig } from './config.js';
 import { DirectoryModel } from './directory.js';
+import { FileReadahead } from './file-readahead.js';
 import { Errno, FilesystemError } from './errno.js';
 import { InodeTable, type Inode } from './inodes.js';
 import { childPath, invalidNameReason, isSameOrDescendant, KeyMapper, parentPathOf } from './names.js';
@@ -146,6 +150,7 @@ export class BucketFilesystem implements FilesystemOperations {
   private readonly cache: MetadataCache;
   private readonly directories: DirectoryModel;
   private readonly blocks: BlockCache;
+  private readonly readahead: FileReadahead;
   private readonly budget: MemoryBudget;
   /** Failed multipart uploads whose abort must be retried; shared by every writer of this mount. */
   private readonly pendingAborts: PendingAborts;
@@ -178,10 +183,22 @@ export class BucketFilesystem implements FilesystemOperations {
       cache: this.cache,
       logger: this.logger,
       signal: this.shutdownController.signal,
+      metadataTtlMs: this.config.metadataTtlMs,
+      now: () => this.clock.now(),
     });
 
     const cacheBytes = Math.floor(this.config.memoryLimitBytes / 2);
     this.blocks = new BlockCache({ maxBytes: cacheBytes });
+    this.readahead = new FileReadahead({
+      store: this.store,
+      blocks: this.blocks,
+      metadata: this.cache,
+      logger: this.logger,
+      signal: this.shutdownController.signal,
+      blockSize: this.config.blockSize,
+      walkTimeoutMs: this.config.metadataTtlMs,
+      now: () => this.clock.now(),
+    });
     this.budget = new MemoryBudget(this.config.memoryLimitBytes - cacheBytes);
     this.pendingAborts = new PendingAborts({ store: this.store, logger: this.logger });
     this.maxReadahead = Math.max(this.config.blockSize, Math.min(this.config.maxReadahead, Math.floor(cacheBytes / 4)));
@@ -321,6 +338,7 @@ export class BucketFilesystem implements FilesystemOperations {
       const pinned = await this.pinnedInfo(inode);
       handle.reader = this.newReader(pinned.info);
       handle.pinnedFromCache = pinned.fromCache;
+      this.readahead.opened(inode.path);
     }
 
     const fh = this.addHandle(handle);
@@ -328,7 +346,7 @@ export class BucketFilesystem implements FilesystemOperations {
     return { fh };
   }
 
-  async read(ino: number, fh: number, offset: number, size: number, _context?: RequestContext): Promise<Buffer> {
+  async read(ino: number, fh: number, offset: number, size: number, _context?: RequestContext): Promise<ReadData> {
     const handle = this.requireHandle(fh, 'file');
     if (!handle.readable) throw new FilesystemError(Errno.EBADF, `handle ${fh} of inode ${ino} was not opened for reading`);
     const inode = this.inodes.require(ino);
@@ -459,7 +477,9 @@ export class BucketFilesystem implements FilesystemOperations {
     }
 
     await this.store.put(this.keys.directoryPrefix(path), Buffer.alloc(0), { signal: this.shutdownController.signal });
-    this.cache.storeEntry(path, { kind: 'directory' });
+    // The name resolved as missing, so no key was seen under the new prefix: the directory starts
+    // empty, and the lookups that precede creating files in it need no request.
+    this.cache.storeNewDirectory(path);
     const inode = this.inodes.remember(path, 'directory', undefined, this.clock.now());
     this.inodes.addLookups(inode);
     return this.entryReply(inode);
@@ -743,10 +763,10 @@ export class BucketFilesystem implements FilesystemOperations {
    * metadata is renewed once with a HEAD: no bytes of the old version were
    * seen, so nothing can mix.
    */
-  private async readPinned(inode: Inode, handle: FileHandle, offset: number, size: number): Promise<Buffer> {
+  private async readPinned(inode: Inode, handle: FileHandle, offset: number, size: number): Promise<ReadData> {
     const reader = handle.reader!;
     try {
-      return await reader.read(offset, size);
+      return await reader.readData(offset, size);
     } catch (error) {
       if (!(error instanceof PreconditionFailedError)) throw error;
       this.cache.invalidate(inode.path);
@@ -756,7 +776,7 @@ export class BucketFilesystem implements FilesystemOperations {
       const fresh = await this.headForOpen(inode);
       handle.reader = this.newReader(fresh);
       handle.pinnedFromCache = false;
-      return handle.reader.read(offset, size);
+      return handle.reader.readData(offset, size);
     }
   }
 

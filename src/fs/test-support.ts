@@ -12,7 +12,7 @@ import { join } from 'node:path';
 
 import { pino } from 'pino';
 
-import { ROOT_INODE, type DirectoryEntry, type RequestContext } from '../fuse/types.js';
+import { joinReadData, ROOT_INODE, type DirectoryEntry, type RequestContext } from '../fuse/types.js';
 import { MemoryStore, type MemoryStoreOptions } from '../store/memory.js';
 import type {
   CompletedPart,
@@ -251,7 +251,7 @@ export class PathOperations {
   async readHandle(file: { ino: number; fh: number }, chunkSize = 128 * 1024): Promise<Buffer> {
     const pieces: Buffer[] = [];
     for (let offset = 0; ; offset += chunkSize) {
-      const piece = await this.fs.read(file.ino, file.fh, offset, chunkSize, context);
+      const piece = joinReadData(await this.fs.read(file.ino, file.fh, offset, chunkSize, context));
       if (piece.length === 0) break;
       pieces.push(Buffer.from(piece));
       if (piece.length < chunkSize) break;

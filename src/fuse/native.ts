@@ -125,7 +125,13 @@ export interface NativeSession {
   replyCreate(id: number, entry: EntryReply, open: OpenReply): boolean;
   replyAttr(id: number, attr: Attributes, timeoutSeconds: number): boolean;
   replyOpen(id: number, open: OpenReply): boolean;
-  replyBuffer(id: number, data: Uint8Array): boolean;
+  /**
+   * Sends the data of a read: one Uint8Array, or an array of them sent in
+   * order as one reply. A reply of 64 KiB or more is written later by the
+   * addon's reply thread straight from this memory, which the addon keeps
+   * referenced until then, so the bytes must not change after the call.
+   */
+  replyBuffer(id: number, data: Uint8Array | readonly Uint8Array[]): boolean;
   replyWrite(id: number, count: number): boolean;
   replyStatfs(id: number, statfs: StatfsReply): boolean;
   /** Ends a forget or forgetMulti request. */

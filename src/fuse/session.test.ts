@@ -223,6 +223,137 @@ print(hashlib.sha256(b''.join(chunks)).hexdigest())
     expect(Math.max(...filesystem.readSizes)).toBe(MAX_IO_SIZE);
   });
 
+  // Read replies of 64 KiB and more go through the addon's reply thread, and
+  // smaller ones are written at once. Pieces of 60 KiB + 7 bytes make large
+  // replies of more than 16 pieces, written from JavaScript memory with one
+  // writev. Pieces of 61 bytes make large replies of more than 64 pieces, which
+  // the addon copies into one buffer, and small replies of more than 1023
+  // pieces, which it joins before it writes them.
+  for (const pieceBytes of [undefined, 60 * 1024 + 7, 61]) {
+    const form = pieceBytes === undefined ? 'one buffer' : `pieces of ${pieceBytes} bytes`;
+    it(`concurrent reads of every size (${form})`, { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+      const sizes = [0, 1, 4095, 4096, 61 * 1023, 63_000, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 100_000, 128 * 1024, 300_007, 3 * MAX_IO_SIZE + 12_345];
+      const files = new Map<string, Buffer>();
+      for (const size of sizes) {
+        files.set(`cached-${size}.bin`, randomBytes(size));
+        files.set(`direct-${size}.bin`, randomBytes(size));
+      }
+      const directNames = new Set([...files.keys()].filter((name) => name.startsWith('direct-')));
+      const filesystem = new MemoryFilesystem({ directIoFiles: directNames, readPieceBytes: pieceBytes });
+      for (const [name, data] of files) filesystem.addFile(ROOT_INODE, name, data);
+      const { mountpoint } = await mountMemory(filesystem);
+
+      // Each reader thread starts at another file and reads with its own request size, so replies of every size overlap.
+      const output = await python(
+        `
+import hashlib, json, os, sys, threading
+root, names, readers = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+chunk_sizes = [4096, 65536, 100000, 135168, 1 << 20]
+results = [None] * readers
+def read_all(index):
+    hashes = {}
+    start = index % len(names)
+    for name in names[start:] + names[:start]:
+        digest = hashlib.sha256()
+        with open(os.path.join(root, name), 'rb', buffering=0) as f:
+            while True:
+                chunk = f.read(chunk_sizes[index % len(chunk_sizes)])
+                if not chunk: break
+                digest.update(chunk)
+        hashes[name] = digest.hexdigest()
+    results[index] = hashes
+threads = [threading.Thread(target=read_all, args=(index,)) for index in range(readers)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(json.dumps(results))
+`,
+        mountpoint,
+        JSON.stringify([...files.keys()]),
+        '12',
+      );
+      const results = JSON.parse(output) as (Record<string, string> | null)[];
+
+      expect(results).toHaveLength(12);
+      const expected = Object.fromEntries([...files].map(([name, data]) => [name, sha256(data)]));
+      for (const hashes of results) expect(hashes).toEqual(expected);
+      expect(filesystem.readSizes.some((size) => size >= 64 * 1024)).toBe(true);
+      expect(filesystem.readSizes.some((size) => size < 64 * 1024)).toBe(true);
+    });
+  }
+
+  it('unmounts during large reads', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const mountpoint = newMountpoint();
+    // The daemon runs in a child, so that a teardown that hangs fails the test instead of blocking this process.
+    const daemon = spawn(process.execPath, ['--import', 'tsx', path.join(repositoryRoot, 'src/fuse/testing/unmount-child.ts'), mountpoint, '200'], {
+      cwd: repositoryRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      timeout: CHILD_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
+    children.push(daemon);
+    let daemonOutput = '';
+    daemon.stdout!.on('data', (chunk: Buffer) => {
+      daemonOutput += chunk.toString();
+    });
+    const daemonExited = once(daemon, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    while (!daemonOutput.includes('\n') && daemon.exitCode === null && daemon.signalCode === null) await new Promise((resolve) => setTimeout(resolve, 10));
+    const expectedHash = /^ready ([0-9a-f]{64})\n/.exec(daemonOutput)?.[1];
+    expect(expectedHash).toBeDefined();
+
+    // Eight threads read the file in 1 MiB requests, pass after pass, until a read fails or 200 passes are done.
+    // The daemon unmounts after 200 requests, about 3 passes of each thread.
+    const { stdout } = await execFileAsync(
+      'python3',
+      [
+        '-c',
+        `
+import hashlib, json, sys, threading
+path, expected = sys.argv[1], sys.argv[2]
+outcomes = [None] * 8
+def read_passes(index):
+    passes, mismatches = 0, 0
+    try:
+        with open(path, 'rb', buffering=0) as f:
+            while passes < 200:
+                f.seek(0)
+                digest = hashlib.sha256()
+                while True:
+                    chunk = f.read(1 << 20)
+                    if not chunk: break
+                    digest.update(chunk)
+                passes += 1
+                if digest.hexdigest() != expected: mismatches += 1
+        outcomes[index] = {'passes': passes, 'mismatches': mismatches, 'errno': 0}
+    except OSError as error:
+        outcomes[index] = {'passes': passes, 'mismatches': mismatches, 'errno': error.errno}
+threads = [threading.Thread(target=read_passes, args=(index,)) for index in range(8)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(json.dumps(outcomes))
+`,
+        path.join(mountpoint, 'big.bin'),
+        expectedHash!,
+      ],
+      { timeout: CHILD_TIMEOUT_MS, killSignal: 'SIGKILL' },
+    );
+
+    const [code, signal] = await daemonExited;
+    expect(signal).toBeNull();
+    expect(code).toBe(0);
+    expect(daemonOutput).toContain('closed\n');
+    expect(isMounted(mountpoint)).toBe(false);
+
+    const outcomes = JSON.parse(stdout) as { passes: number; mismatches: number; errno: number }[];
+    expect(outcomes).toHaveLength(8);
+    for (const outcome of outcomes) {
+      expect(outcome.mismatches).toBe(0);
+      // The session closes the connection, so reads still waiting fail. A reader that finished 200 passes first has errno 0.
+      expect([0, Errno.ENOTCONN, Errno.ECONNABORTED, Errno.EIO]).toContain(outcome.errno);
+    }
+    expect(outcomes.some((outcome) => outcome.errno !== 0)).toBe(true);
+    expect(outcomes.some((outcome) => outcome.passes > 0)).toBe(true);
+  });
+
   it('writes a new file in requests of up to 1 MiB', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     const filesystem = new MemoryFilesystem();
     const { mountpoint } = await mountMemory(filesystem);
@@ -463,6 +594,9 @@ describe('native reply methods', () => {
     expect(() => session.replyAttr(id, { ...attr, size: -1 }, 1)).toThrow(TypeError);
     expect(() => session.replyError(id, 0)).toThrow(/cannot answer a getattr request/);
     expect(() => session.replyAttr(id + 1, attr, 1)).toThrow(/unknown or was already answered/);
+    expect(() => session.replyBuffer(id, [Buffer.alloc(1), 'x' as unknown as Uint8Array])).toThrow(TypeError);
+    expect(() => session.replyBuffer(id, [Buffer.alloc(MAX_IO_SIZE), Buffer.alloc(1)])).toThrow(/no longer than the negotiated max_read/);
+    expect(() => session.replyBuffer(id, [Buffer.alloc(1)])).toThrow(/cannot answer a getattr request/);
     expect(session.replyAttr(id, attr, 1)).toBe(true);
     expect(() => session.replyAttr(id, attr, 1)).toThrow(/unknown or was already answered/);
     expect(() => session.replyError(Number.NaN, 5)).toThrow(TypeError);

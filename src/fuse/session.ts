@@ -31,7 +31,7 @@ import {
   type NativeTimeoutInfo,
   type ReceivedDescriptor,
 } from './native.js';
-import type { FilesystemOperations, RequestContext } from './types.js';
+import { readDataLength, type FilesystemOperations, type ReadData, type RequestContext } from './types.js';
 
 /** Reads and writes of up to 1 MiB arrive as one request (the largest libfuse 3.14 receives). */
 export const MAX_IO_SIZE = 1024 * 1024;
@@ -115,7 +115,7 @@ function subjectInode(request: NativeRequest): number | undefined {
 
 /** Returns the bytes a successful read or write reply moved: the data of a read, the count of a write. */
 function transferredBytes(op: FuseOperation, value: unknown): number {
-  if (op === 'read' && Buffer.isBuffer(value)) return value.length;
+  if (op === 'read' && (Buffer.isBuffer(value) || Array.isArray(value))) return readDataLength(value as ReadData);
   if (op === 'write' && typeof value === 'number') return value;
   return 0;
 }

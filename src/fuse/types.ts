@@ -96,6 +96,29 @@ export interface RequestContext {
 }
 
 /**
+ * The bytes of a read: one buffer, or pieces in file order (views of cached
+ * blocks, for example) that the adapter sends as one reply without joining
+ * them. The adapter may send them after `read` has resolved, so they must not
+ * change afterwards, except through a write request to the same bytes: such
+ * a write raced the read anyway, and the reply may carry either version.
+ */
+export type ReadData = Buffer | readonly Buffer[];
+
+/** Returns the number of bytes in `data`. */
+export function readDataLength(data: ReadData): number {
+  if (Buffer.isBuffer(data)) return data.length;
+  let length = 0;
+  for (const piece of data) length += piece.length;
+  return length;
+}
+
+/** Returns `data` as one Buffer, copying only data in several pieces. */
+export function joinReadData(data: ReadData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  return data.length === 1 ? data[0]! : Buffer.concat(data);
+}
+
+/**
  * Operations of the low-level FUSE API, one method each. Methods that the
  * kernel expects no data from resolve to `void`.
  */
@@ -118,7 +141,7 @@ export interface FilesystemOperations {
   releasedir(ino: number, fh: number): Promise<void>;
 
   open(ino: number, flags: number, context: RequestContext): Promise<OpenReply>;
-  read(ino: number, fh: number, offset: number, size: number, context: RequestContext): Promise<Buffer>;
+  read(ino: number, fh: number, offset: number, size: number, context: RequestContext): Promise<ReadData>;
   write(ino: number, fh: number, offset: number, data: Buffer, context: RequestContext): Promise<number>;
   flush(ino: number, fh: number, context: RequestContext): Promise<void>;
   fsync(ino: number, fh: number, dataOnly: boolean, context: RequestContext): Promise<void>;

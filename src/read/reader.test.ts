@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { BlockCache } from '../cache/block-cache.js';
 import { Errno } from '../fs/errno.js';
+import { joinReadData } from '../fuse/types.js';
 import { context, ControlledStore, createTestMount, errnoOfRejection, MiB, O_RDONLY, patternBytes, settle, silentLogger } from '../fs/test-support.js';
 import { MemoryStore } from '../store/memory.js';
 import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader, PAGE_SIZE, SEQUENTIAL_MIN_BYTES, SEQUENTIAL_MIN_READS } from './reader.js';
@@ -147,6 +148,23 @@ describe('ObjectReader', () => {
 });
 
 describe('ObjectReader against the object bytes', () => {
+  it('returns a spanning read as block views', async () => {
+    const { reader, data } = newReader({ size: 4 * MiB, blockSize: 1 * MiB });
+    const offset = 1 * MiB - 4 * KiB;
+
+    const first = await reader.readData(offset, 8 * KiB);
+    const second = await reader.readData(offset, 8 * KiB);
+
+    expect(Array.isArray(first)).toBe(true);
+    const pieces = first as readonly Buffer[];
+    expect(pieces.map((piece) => piece.length)).toEqual([4 * KiB, 4 * KiB]);
+    expect(joinReadData(first).equals(data.subarray(offset, offset + 8 * KiB))).toBe(true);
+    // Both reads return views of the same cached memory, so nothing was copied to join the blocks.
+    const again = second as readonly Buffer[];
+    expect(again[0]!.buffer).toBe(pieces[0]!.buffer);
+    expect(again[1]!.buffer).toBe(pieces[1]!.buffer);
+  });
+
   it('returns the exact bytes for any read sequence', async () => {
     const size = 3 * MiB + 12345;
     const read = fc.record({ offset: fc.integer({ min: 0, max: size + 1000 }), length: fc.integer({ min: 1, max: 300 * KiB }) });
@@ -190,7 +208,7 @@ describe('read path through the filesystem', () => {
     memory.putRaw('pinned.bin', data);
     const file = await mount.open('pinned.bin', O_RDONLY);
 
-    expect((await fs.read(file.ino, file.fh, 0, 64 * KiB, context)).equals(data.subarray(0, 64 * KiB))).toBe(true);
+    expect(joinReadData(await fs.read(file.ino, file.fh, 0, 64 * KiB, context)).equals(data.subarray(0, 64 * KiB))).toBe(true);
     memory.putRaw('pinned.bin', patternBytes(4 * MiB, 99));
     expect(await errnoOfRejection(fs.read(file.ino, file.fh, 3 * MiB, 64 * KiB, context))).toBe(Errno.ESTALE);
     await fs.release(file.ino, file.fh, 0);
@@ -228,7 +246,7 @@ describe('read path through the filesystem', () => {
     expect(store.held).toBe(1);
     store.release();
     const [a, b] = await reads;
-    expect(a.equals(b)).toBe(true);
+    expect(joinReadData(a).equals(joinReadData(b))).toBe(true);
     expect(store.count('get')).toBe(1);
   });
 });

@@ -50,6 +50,7 @@ import type { Logger } from 'pino';
 
 import type { ObjectStore } from '../store/types.js';
 import type { BlockCache, BlockId } from '../cache/block-cache.js';
+import { joinReadData, type ReadData } from '../fuse/types.js';
 import { getWithRetry } from './get-retry.js';
 
 const MiB = 1024 * 1024;
@@ -81,6 +82,18 @@ export interface ObjectReaderOptions {
   blockSize: number;
   maxReadahead: number;
   readConcurrency: number;
+}
+
+/** Returns views of bytes `[start, end)` of the concatenation of `pieces`, one per piece they overlap. */
+function slicePieces(pieces: readonly Buffer[], start: number, end: number): Buffer[] {
+  const views: Buffer[] = [];
+  let position = 0;
+  for (const piece of pieces) {
+    const pieceEnd = position + piece.length;
+    if (pieceEnd > start && position < end) views.push(piece.subarray(Math.max(start, position) - position, Math.min(end, pieceEnd) - position));
+    position = pieceEnd;
+  }
+  return views;
 }
 
 export class ObjectReader {
@@ -116,7 +129,17 @@ export class ObjectReader {
     return this.window;
   }
 
+  /** Returns bytes `[offset, offset + length)` as one Buffer, which copies bytes that span cached pieces. `readData` avoids the copy. */
   async read(offset: number, length: number): Promise<Buffer> {
+    return joinReadData(await this.readData(offset, length));
+  }
+
+  /**
+   * Returns bytes `[offset, offset + length)`, cut at the end of the object:
+   * one Buffer when they lie in one cached piece, else views of the pieces
+   * in order.
+   */
+  async readData(offset: number, length: number): Promise<ReadData> {
     const end = Math.min(offset + length, this.size);
     if (offset >= end) return Buffer.alloc(0);
 
@@ -125,9 +148,9 @@ export class ObjectReader {
     const data = this.fetchRange(offset, end, this.fetchAlignment(kind, offset));
     if (kind === 'sequential') this.prefetch(end);
 
-    const bytes = await data;
+    const pieces = await data;
     this.returnedData = true;
-    return bytes;
+    return pieces.length === 1 ? pieces[0]! : pieces;
   }
 
   /** Stops issuing readahead; fetches in flight finish into the cache. */
@@ -181,10 +204,10 @@ export class ObjectReader {
     return FETCH_ALIGNMENT;
   }
 
-  /** Fetches `[offset, end)` rounded out to `alignment` within each block, through the cache. */
-  private async fetchRange(offset: number, end: number, alignment: number): Promise<Buffer> {
+  /** Fetches `[offset, end)` rounded out to `alignment` within each block, through the cache, and returns views of the cached pieces in order. */
+  private async fetchRange(offset: number, end: number, alignment: number): Promise<Buffer[]> {
     const { blockSize } = this.options;
-    const pieces: Promise<Buffer>[] = [];
+    const pieces: Promise<Buffer[]>[] = [];
 
     for (let index = Math.floor(offset / blockSize); index * blockSize < end; index += 1) {
       const blockStart = index * blockSize;
@@ -198,13 +221,12 @@ export class ObjectReader {
       const block = this.blockId(index);
       pieces.push(
         this.options.cache
-          .read(block, fetchStart, fetchEnd, (start, stop) => this.fetch(blockStart + start, blockStart + stop))
-          .then((bytes) => bytes.subarray(wantStart - fetchStart, wantEnd - fetchStart)),
+          .readPieces(block, fetchStart, fetchEnd, (start, stop) => this.fetch(blockStart + start, blockStart + stop))
+          .then((fetched) => slicePieces(fetched, wantStart - fetchStart, wantEnd - fetchStart)),
       );
     }
 
-    const parts = await Promise.all(pieces);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return (await Promise.all(pieces)).flat();
   }
 
   /** Starts whole-block fetches ahead of `end`, within the window and the concurrency limit. */

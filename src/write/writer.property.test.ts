@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 
 import { Errno } from '../fs/errno.js';
 import { context, createTestMount, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, patternBytes } from '../fs/test-support.js';
+import { joinReadData } from '../fuse/types.js';
 
 const KiB = 1024;
 
@@ -83,7 +84,7 @@ async function runSteps(steps: Step[], readWrite: boolean, existingSize: number 
     } else if (readWrite) {
       // Only O_RDWR handles read. Spill mode serves every byte; EIO is allowed only for bytes already streamed away.
       try {
-        const bytes = await fs.read(file.ino, file.fh, action.offset, action.length, context);
+        const bytes = joinReadData(await fs.read(file.ino, file.fh, action.offset, action.length, context));
         expect(bytes.equals(model.subarray(action.offset, action.offset + action.length))).toBe(true);
       } catch (error) {
         expect((error as { errno?: number }).errno).toBe(Errno.EIO);

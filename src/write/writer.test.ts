@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { TransientError } from '../store/errors.js';
 import { Errno } from '../fs/errno.js';
+import { joinReadData } from '../fuse/types.js';
 import {
   context,
   createTestMount,
@@ -163,7 +164,7 @@ describe('spill writes', () => {
     expect(store.count('get')).toBe(0);
 
     await fs.write(file.ino, file.fh, 2 * MiB, Buffer.from('MIDDLE'), context);
-    const readBack = await fs.read(file.ino, file.fh, 2 * MiB - 2, 10, context);
+    const readBack = joinReadData(await fs.read(file.ino, file.fh, 2 * MiB - 2, 10, context));
     await mount.close(file);
 
     const expected = Buffer.from(original);
@@ -234,7 +235,7 @@ describe('reads while writing', () => {
     await fs.write(file.ino, file.fh, 0, data, context);
 
     const reader = await mount.open('stream.bin', O_RDONLY);
-    const all = await fs.read(reader.ino, reader.fh, 0, 2 * MiB, context);
+    const all = joinReadData(await fs.read(reader.ino, reader.fh, 0, 2 * MiB, context));
     expect(all.equals(data)).toBe(true);
     await fs.release(reader.ino, reader.fh, 0);
     await mount.close(file);

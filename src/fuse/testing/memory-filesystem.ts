@@ -13,6 +13,7 @@ import type {
   EntryReply,
   FilesystemOperations,
   OpenReply,
+  ReadData,
   SetAttributesRequest,
   StatfsReply,
 } from '../types.js';
@@ -31,7 +32,7 @@ interface Node {
   mtimeMs: number;
 }
 
-/** Options that make single operations fail or hang. */
+/** Options that make single operations fail, hang or return data in another form. */
 export interface MemoryFilesystemFaults {
   /** Names whose lookup never settles until `releaseHangingLookups` is called. */
   hangingLookups?: Set<string>;
@@ -39,6 +40,8 @@ export interface MemoryFilesystemFaults {
   deniedOpens?: Set<string>;
   /** Names whose open returns a direct I/O handle, so reads bypass the page cache. */
   directIoFiles?: Set<string>;
+  /** Returns the bytes of each read as an array of pieces of this many bytes (the last one shorter). */
+  readPieceBytes?: number;
 }
 
 export class MemoryFilesystem implements FilesystemOperations {
@@ -192,9 +195,15 @@ export class MemoryFilesystem implements FilesystemOperations {
     return { fh: this.#nextHandle++, directIo: this.#faults.directIoFiles?.has(name) ?? false };
   }
 
-  async read(ino: number, _fh: number, offset: number, size: number): Promise<Buffer> {
+  async read(ino: number, _fh: number, offset: number, size: number): Promise<ReadData> {
     this.readSizes.push(size);
-    return this.#node(ino).data.subarray(offset, offset + size);
+    const bytes = this.#node(ino).data.subarray(offset, offset + size);
+    const pieceBytes = this.#faults.readPieceBytes;
+    if (pieceBytes === undefined) return bytes;
+
+    const pieces: Buffer[] = [];
+    for (let start = 0; start < bytes.length; start += pieceBytes) pieces.push(bytes.subarray(start, start + pieceBytes));
+    return pieces;
   }
 
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
