@@ -4,10 +4,24 @@
  *
  * Entries expire `ttlMs` after they were stored, read from an injected clock.
  * A fresh listing of a directory also resolves lookups of its children: a
- * name in it exists, and a name missing from it does not. The mount's own changes
+ * name in it exists. A name missing from it does not exist when the listing
+ * was taken for readdir or by mkdir. A listing that the mount took on its own
+ * to resolve lookups (see src/fs/directory.ts) resolves no missing name, so
+ * that an object another client has just created is found by its first
+ * lookup, as it would be without that listing. The mount's own changes
  * (create, upload, unlink, mkdir, rmdir, rename) update the entry and the
  * cached listing of its parent at once, so they are visible without waiting
  * for expiry. Other writers' changes show once the TTL has passed.
+ *
+ * Results of store requests are cached through a `MetadataFetch` token taken
+ * before the request. A local change that happens while the request is in
+ * flight would be missing from its result. A change to a child of a directory
+ * being listed is therefore recorded and applied to the listing before it is
+ * stored. Any other change marks the fetches it affects stale: their results
+ * are returned to the callers but not cached. Only fetches of the changed
+ * path, its parent, its ancestors' entries and (for `invalidateTree`) its
+ * descendants are affected, so that a busy writer in one directory does not
+ * keep other directories from being cached.
  *
  * Both maps are bounded LRUs: entries by count, listings by total number of
  * names, so that listing a huge directory cannot take unbounded memory.
@@ -17,16 +31,32 @@
 import { LRUCache } from 'lru-cache';
 
 import type { ObjectInfo } from '../store/types.js';
-import { baseNameOf, isSameOrDescendant, parentPathOf } from '../fs/names.js';
+import { baseNameOf, childPath, isSameOrDescendant, parentPathOf } from '../fs/names.js';
 
 export type CachedEntry = { kind: 'file'; info: ObjectInfo } | { kind: 'directory' };
 
 /** A cached lookup result: an entry, `'missing'` (negative), or undefined when nothing fresh is known. */
 export type CachedLookup = CachedEntry | 'missing' | undefined;
 
+/** A store request in flight whose result may be cached; see `beginFetch`. */
+export interface MetadataFetch {
+  readonly path: string;
+  /** `entry`: what the path is (HEAD and one-key listing). `listing`: the entries of the directory at the path. */
+  readonly kind: 'entry' | 'listing';
+  /** Set by a local change that makes the result unsafe to cache. */
+  stale: boolean;
+  /** For a listing: local changes to its children during the fetch, by name, applied before it is stored. */
+  readonly changes: Map<string, CachedEntry | 'missing'>;
+}
+
 interface Stamped<T> {
   value: T;
   expiresAtMs: number;
+}
+
+interface StampedListing extends Stamped<Map<string, CachedEntry>> {
+  /** Whether a lookup of a name missing from the listing resolves as missing; see the file comment. */
+  resolvesMissingNames: boolean;
 }
 
 /** Upper bounds that keep the cache small next to the block cache; each entry costs a few hundred bytes. */
@@ -41,13 +71,10 @@ export interface MetadataCacheOptions {
 export class MetadataCache {
   private readonly ttlMs: number;
   private readonly now: () => number;
-  /**
-   * Counts local changes. A listing or HEAD that started before a change may
-   * have missed it, so its result is stored only when the count is unchanged.
-   */
-  private changeCount = 0;
+  /** Fetches in flight, by path. */
+  private readonly pending = new Map<string, Set<MetadataFetch>>();
   private readonly entries = new LRUCache<string, Stamped<CachedEntry | 'missing'>>({ max: MAX_ENTRIES });
-  private readonly listings = new LRUCache<string, Stamped<Map<string, CachedEntry>>>({
+  private readonly listings = new LRUCache<string, StampedListing>({
     maxSize: MAX_LISTED_NAMES,
     sizeCalculation: (listing) => listing.value.size + 1,
   });
@@ -62,44 +89,111 @@ export class MetadataCache {
     if (stamped !== undefined) return stamped;
 
     if (path === '') return undefined;
-    const listing = this.listing(parentPathOf(path));
+    const stampedListing = this.listings.get(parentPathOf(path));
+    const listing = this.fresh(stampedListing);
     if (listing === undefined) return undefined;
-    return listing.get(baseNameOf(path)) ?? 'missing';
+    return listing.get(baseNameOf(path)) ?? (stampedListing!.resolvesMissingNames ? 'missing' : undefined);
   }
 
-  /** Returns a fresh listing of a directory (names to entries), which callers must not change. */
-  listing(path: string): ReadonlyMap<string, CachedEntry> | undefined {
-    return this.fresh(this.listings.get(path));
+  /**
+   * Returns a fresh listing of a directory (names to entries), which callers
+   * must not change. With `resolvesMissingNames`, only a listing taken for
+   * readdir or by mkdir is returned.
+   */
+  listing(path: string, options: { resolvesMissingNames?: boolean } = {}): ReadonlyMap<string, CachedEntry> | undefined {
+    const stamped = this.listings.get(path);
+    if (options.resolvesMissingNames === true && stamped?.resolvesMissingNames !== true) return undefined;
+    return this.fresh(stamped);
   }
 
-  /** Value to pass back to the `store...Fetched` methods after a store request. */
-  get generation(): number {
-    return this.changeCount;
+  /**
+   * Returns how to renew the fresh listing of a directory once half of its
+   * TTL has passed (whether it resolves missing names), or undefined when
+   * there is none or it is younger. Renewing a listing that is in use before
+   * it expires spares the lookup that would find it expired a wait for a new
+   * listing.
+   */
+  listingDueForRenewal(path: string): { resolvesMissingNames: boolean } | undefined {
+    const stamped = this.listings.get(path);
+    if (stamped === undefined || this.fresh(stamped) === undefined) return undefined;
+    const ageMs = this.now() - (stamped.expiresAtMs - this.ttlMs);
+    return ageMs >= this.ttlMs / 2 ? { resolvesMissingNames: stamped.resolvesMissingNames } : undefined;
   }
 
-  /** Stores a listing fetched from the store, unless a local change happened since `generation`. */
-  storeFetchedListing(path: string, listing: Map<string, CachedEntry>, generation: number): void {
-    if (this.ttlMs <= 0 || generation !== this.changeCount) return;
-    this.listings.set(path, this.stamp(listing));
+  /**
+   * Registers a store request about `path` before it is sent. Every token
+   * must be passed to `finishEntryFetch`, `finishListingFetch` or
+   * `abandonFetch` once the request settles.
+   */
+  beginFetch(path: string, kind: MetadataFetch['kind']): MetadataFetch {
+    const fetch: MetadataFetch = { path, kind, stale: false, changes: new Map() };
+    let set = this.pending.get(path);
+    if (set === undefined) {
+      set = new Set();
+      this.pending.set(path, set);
+    }
+    set.add(fetch);
+    return fetch;
   }
 
-  /** Stores a lookup result fetched from the store, unless a local change happened since `generation`. */
-  storeFetchedEntry(path: string, entry: CachedEntry | 'missing', generation: number): void {
-    if (this.ttlMs <= 0 || generation !== this.changeCount) return;
-    this.entries.set(path, this.stamp(entry));
+  /** Ends a fetch whose request failed; nothing is stored. */
+  abandonFetch(fetch: MetadataFetch): void {
+    const set = this.pending.get(fetch.path);
+    if (set === undefined) return;
+    set.delete(fetch);
+    if (set.size === 0) this.pending.delete(fetch.path);
+  }
+
+  /** Stores what a path is, as fetched from the store, unless a local change made the result stale. */
+  finishEntryFetch(fetch: MetadataFetch, entry: CachedEntry | 'missing'): void {
+    this.abandonFetch(fetch);
+    if (this.ttlMs <= 0 || fetch.stale) return;
+    this.entries.set(fetch.path, this.stamp(entry));
+  }
+
+  /**
+   * Applies the local changes made during the fetch to a listing fetched from
+   * the store, and stores it and its children's entries unless a change made
+   * it stale. `resolvesMissingNames` is true for a listing taken for readdir
+   * and false for one taken to resolve lookups. Returns the listing with the
+   * changes applied. The cache may keep and later update it, so callers must
+   * not change it.
+   */
+  finishListingFetch(fetch: MetadataFetch, listing: Map<string, CachedEntry>, resolvesMissingNames: boolean): ReadonlyMap<string, CachedEntry> {
+    this.abandonFetch(fetch);
+    for (const [name, change] of fetch.changes) applyChange(listing, name, change);
+    if (this.ttlMs <= 0 || fetch.stale) return listing;
+
+    this.listings.set(fetch.path, { ...this.stamp(listing), resolvesMissingNames });
+    for (const [name, entry] of listing) {
+      // A name changed during the fetch already has the entry of that change.
+      if (!fetch.changes.has(name)) this.entries.set(childPath(fetch.path, name), this.stamp(entry));
+    }
+    return listing;
   }
 
   /** Records a local change: the path now contains `entry`. */
   storeEntry(path: string, entry: CachedEntry): void {
-    this.changeCount += 1;
+    this.notePendingChange(path, entry);
     this.updateParentListing(path, entry);
     if (this.ttlMs <= 0) return;
     this.entries.set(path, this.stamp(entry));
   }
 
+  /**
+   * Records a local change: a directory was just created at `path` where no
+   * key was seen, so it is empty and lookups of names in it need no request
+   * until the TTL passes.
+   */
+  storeNewDirectory(path: string): void {
+    this.storeEntry(path, { kind: 'directory' });
+    if (this.ttlMs <= 0) return;
+    this.listings.set(path, { ...this.stamp(new Map()), resolvesMissingNames: true });
+  }
+
   /** Records a local change: nothing is at the path any more. */
   storeMissing(path: string): void {
-    this.changeCount += 1;
+    this.notePendingChange(path, 'missing');
     this.updateParentListing(path, undefined);
     this.listings.delete(path);
     if (this.ttlMs <= 0) return;
@@ -108,14 +202,19 @@ export class MetadataCache {
 
   /** Forgets what is cached about one path, so that the next lookup requests it from the store. */
   invalidate(path: string): void {
-    this.changeCount += 1;
+    this.notePendingChange(path, undefined);
     this.entries.delete(path);
     this.listings.delete(path);
   }
 
   /** Forgets a path, everything below it, and the listing of its parent. */
   invalidateTree(path: string): void {
-    this.changeCount += 1;
+    this.notePendingChange(path, undefined);
+    for (const [pendingPath, set] of this.pending) {
+      if (!isSameOrDescendant(pendingPath, path)) continue;
+      for (const fetch of set) fetch.stale = true;
+    }
+
     for (const key of [...this.entries.keys()]) {
       if (isSameOrDescendant(key, path)) this.entries.delete(key);
     }
@@ -126,23 +225,47 @@ export class MetadataCache {
   }
 
   clear(): void {
+    for (const set of this.pending.values()) {
+      for (const fetch of set) fetch.stale = true;
+    }
     this.entries.clear();
     this.listings.clear();
+  }
+
+  /**
+   * Tells the fetches in flight that `path` changed to `change` (undefined:
+   * to something unknown). A listing of the parent records the change. Every
+   * other fetch of the path becomes stale, and so does every entry fetch of
+   * an ancestor, because the change may create or remove an implicit
+   * directory above it. Listings of further ancestors are kept: like the
+   * cached listings that `updateParentListing` changes, they learn of an
+   * implicit directory that appeared or vanished only when the TTL passes.
+   */
+  private notePendingChange(path: string, change: CachedEntry | 'missing' | undefined): void {
+    if (this.pending.size === 0) return;
+
+    for (const fetch of this.pending.get(path) ?? []) fetch.stale = true;
+    if (path === '') return;
+
+    const parent = parentPathOf(path);
+    for (const fetch of this.pending.get(parent) ?? []) {
+      if (fetch.kind === 'entry' || change === undefined) fetch.stale = true;
+      else fetch.changes.set(baseNameOf(path), change);
+    }
+
+    for (let ancestor = parent; ancestor !== ''; ) {
+      ancestor = parentPathOf(ancestor);
+      for (const fetch of this.pending.get(ancestor) ?? []) {
+        if (fetch.kind === 'entry') fetch.stale = true;
+      }
+    }
   }
 
   private updateParentListing(path: string, entry: CachedEntry | undefined): void {
     if (path === '') return;
     const stamped = this.listings.get(parentPathOf(path));
     if (stamped === undefined) return;
-
-    const name = baseNameOf(path);
-    if (entry === undefined) {
-      stamped.value.delete(name);
-    } else if (entry.kind === 'file' && stamped.value.get(name)?.kind === 'directory') {
-      // A directory shadows a file of the same name, so a write of the file does not replace it.
-    } else {
-      stamped.value.set(name, entry);
-    }
+    applyChange(stamped.value, baseNameOf(path), entry ?? 'missing');
   }
 
   private stamp<T>(value: T): Stamped<T> {
@@ -152,5 +275,16 @@ export class MetadataCache {
   private fresh<T>(stamped: Stamped<T> | undefined): T | undefined {
     if (stamped === undefined || stamped.expiresAtMs <= this.now()) return undefined;
     return stamped.value;
+  }
+}
+
+/** Applies a local change of the child `name` to a listing of its directory. */
+function applyChange(listing: Map<string, CachedEntry>, name: string, change: CachedEntry | 'missing'): void {
+  if (change === 'missing') {
+    listing.delete(name);
+  } else if (change.kind === 'file' && listing.get(name)?.kind === 'directory') {
+    // A directory shadows a file of the same name, so a write of the file does not replace it.
+  } else {
+    listing.set(name, change);
   }
 }

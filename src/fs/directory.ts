@@ -11,16 +11,62 @@
  *   logged per key at debug and counted per listing at info.
  *
  * Listings use the delimiter '/' and follow continuation tokens to the end.
- * A lookup of one name sends a HEAD of the file key and a one-key listing of
- * the directory prefix in parallel. When both exist, the directory wins.
+ * Concurrent listings of one directory share one series of requests.
+ *
+ * A lookup that the cache cannot resolve sends a HEAD of the file key and a
+ * one-key listing of the directory prefix in parallel. When both exist, the
+ * directory wins. But when the lookup comes within the metadata TTL of a
+ * lookup of another name in the same directory, a program is walking that
+ * directory (opening its files one after another), so the directory is
+ * listed instead, and the listing resolves lookups of the names it contains
+ * until the TTL passes. A name missing from such a listing is still looked up with
+ * a HEAD and a one-key listing, so that an object that another client has
+ * just created is found at once (see src/cache/metadata-cache.ts). A listing
+ * for lookups stops after `LOOKUP_LISTING_MAX_PAGES` pages. Lookups in a
+ * directory that has more use HEADs and one-key listings for
+ * `LARGE_DIRECTORY_RETRY_MS`.
+ *
+ * While lookups walk a directory, its cached listing is renewed in the
+ * background once half of its TTL has passed, within the same page limit, so
+ * that the walk does not stall on a new listing each time the TTL runs out.
+ * A renewed listing resolves missing names when the one it replaces did (a
+ * listing from readdir or mkdir), because what it shows is still at most one
+ * TTL old.
  */
 
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
 import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { NotFoundError } from '../store/errors.js';
 import type { CachedEntry, MetadataCache } from '../cache/metadata-cache.js';
-import { childPath, invalidNameReason, type KeyMapper } from './names.js';
+import { baseNameOf, invalidNameReason, parentPathOf, type KeyMapper } from './names.js';
+
+/**
+ * Pages that a listing started by lookups may fetch. Each page (1,000 keys on
+ * S3 and GCS) replaces up to a thousand HEAD-and-list pairs, and four pages
+ * bound what a lookup in a huge directory may cost before it falls back.
+ */
+export const LOOKUP_LISTING_MAX_PAGES = 4;
+
+/** How long a directory that had more than `LOOKUP_LISTING_MAX_PAGES` pages is not listed for lookups. */
+export const LARGE_DIRECTORY_RETRY_MS = 60_000;
+
+/** Directories whose last lookup is remembered; the least recently used are forgotten first. */
+const TRACKED_DIRECTORIES = 10_000;
+
+/** The last lookup in a directory, which decides whether the next one lists it. */
+interface LookupActivity {
+  name: string;
+  atMs: number;
+}
+
+/** A listing in flight, shared by the callers that need it. */
+interface ListingInFlight {
+  /** Undefined when the directory had more pages than `maxPages`. */
+  promise: Promise<ReadonlyMap<string, CachedEntry> | undefined>;
+  maxPages: number;
+}
 
 export interface DirectoryModelOptions {
   store: ObjectStore;
@@ -29,6 +75,10 @@ export interface DirectoryModelOptions {
   logger: Logger;
   /** Aborted at shutdown. */
   signal: AbortSignal;
+  /** Lifetime of cached metadata; lookups closer together than this in one directory list it. */
+  metadataTtlMs: number;
+  /** Milliseconds since the epoch, from the filesystem's clock. */
+  now: () => number;
 }
 
 export class DirectoryModel {
@@ -37,6 +87,13 @@ export class DirectoryModel {
   private readonly cache: MetadataCache;
   private readonly logger: Logger;
   private readonly signal: AbortSignal;
+  private readonly metadataTtlMs: number;
+  private readonly now: () => number;
+  private readonly listingsInFlight = new Map<string, ListingInFlight>();
+  /** The last lookup in each recently used directory, by directory path. */
+  private readonly lookupActivity = new LRUCache<string, LookupActivity>({ max: TRACKED_DIRECTORIES });
+  /** Directories with more than `LOOKUP_LISTING_MAX_PAGES` pages, with the time until which they are not listed for lookups. */
+  private readonly largeDirectories = new LRUCache<string, number>({ max: TRACKED_DIRECTORIES });
   /** Keys skipped because they cannot be paths, over the life of the mount. */
   skippedKeyCount = 0;
 
@@ -46,91 +103,200 @@ export class DirectoryModel {
     this.cache = options.cache;
     this.logger = options.logger;
     this.signal = options.signal;
+    this.metadataTtlMs = options.metadataTtlMs;
+    this.now = options.now;
   }
 
-  /** Returns the entries of a directory, from a fresh cached listing or by listing every page. */
+  /**
+   * Returns the entries of a directory for readdir, from a fresh cached
+   * listing or by listing every page. A listing taken for lookups is not
+   * reused, because it does not resolve missing names.
+   */
   async list(path: string): Promise<ReadonlyMap<string, CachedEntry>> {
-    const cached = this.cache.listing(path);
+    const cached = this.cache.listing(path, { resolvesMissingNames: true });
     if (cached !== undefined) return cached;
 
-    const generation = this.cache.generation;
-    const directoryPrefix = this.keys.directoryPrefix(path);
-    const files = new Map<string, ObjectInfo>();
-    const directories = new Set<string>();
-    let skipped = 0;
-    let continuationToken: string | undefined;
-
-    do {
-      const page = await this.store.list({ prefix: directoryPrefix, delimiter: '/', continuationToken, signal: this.signal });
-
-      for (const info of page.objects) {
-        // The directory's own marker is not an entry of it.
-        if (info.key === directoryPrefix) continue;
-
-        const name = info.key.slice(directoryPrefix.length);
-        if (this.skipInvalid(name, info.key)) {
-          skipped += 1;
-          continue;
-        }
-        files.set(name, info);
-      }
-
-      for (const prefix of page.prefixes) {
-        const name = prefix.slice(directoryPrefix.length, -1);
-        if (this.skipInvalid(name, prefix)) {
-          skipped += 1;
-          continue;
-        }
-        directories.add(name);
-      }
-
-      continuationToken = page.nextToken;
-    } while (continuationToken !== undefined);
-
-    if (skipped > 0) {
-      this.skippedKeyCount += skipped;
-      this.logger.info({ bucket: this.store.bucket, prefix: directoryPrefix, skipped }, 'skipped keys that cannot be file names while listing a directory');
-    }
-
-    const listing = new Map<string, CachedEntry>();
-    const names = [...new Set([...files.keys(), ...directories])].sort();
-    for (const name of names) {
-      // A directory shadows a file of the same name.
-      if (directories.has(name)) {
-        listing.set(name, { kind: 'directory' });
-      } else {
-        listing.set(name, { kind: 'file', info: files.get(name)! });
-      }
-    }
-
-    this.cache.storeFetchedListing(path, listing, generation);
-    for (const [name, entry] of listing) {
-      this.cache.storeFetchedEntry(childPath(path, name), entry, generation);
-    }
-    return listing;
+    // A listing without a page limit always completes.
+    const listing = await this.sharedListing(path, Number.POSITIVE_INFINITY, true);
+    return listing!;
   }
 
-  /** Finds what a path is: from the cache when fresh, otherwise with a HEAD and a one-key listing in parallel. */
+  /**
+   * Returns the listing in flight for `path` when it can serve a caller that
+   * accepts `maxPages`, or starts one that is stored as resolving missing
+   * names or not (see the file comment). A listing bounded below
+   * `maxPages` cannot serve: it may give up where this caller must go on.
+   */
+  private sharedListing(path: string, maxPages: number, resolvesMissingNames: boolean): Promise<ReadonlyMap<string, CachedEntry> | undefined> {
+    const inFlight = this.listingsInFlight.get(path);
+    if (inFlight !== undefined && inFlight.maxPages >= maxPages) return inFlight.promise;
+
+    const promise = this.fetchListing(path, maxPages, resolvesMissingNames).finally(() => {
+      if (this.listingsInFlight.get(path)?.promise === promise) this.listingsInFlight.delete(path);
+    });
+    this.listingsInFlight.set(path, { promise, maxPages });
+    return promise;
+  }
+
+  /** Lists a directory page by page; returns undefined, storing nothing, when it has more than `maxPages` pages. */
+  private async fetchListing(path: string, maxPages: number, resolvesMissingNames: boolean): Promise<ReadonlyMap<string, CachedEntry> | undefined> {
+    const fetch = this.cache.beginFetch(path, 'listing');
+    try {
+      const directoryPrefix = this.keys.directoryPrefix(path);
+      const files = new Map<string, ObjectInfo>();
+      const directories = new Set<string>();
+      let skipped = 0;
+      let continuationToken: string | undefined;
+      let pages = 0;
+
+      do {
+        if (pages === maxPages) {
+          this.cache.abandonFetch(fetch);
+          return undefined;
+        }
+        const page = await this.store.list({ prefix: directoryPrefix, delimiter: '/', continuationToken, signal: this.signal });
+        pages += 1;
+
+        for (const info of page.objects) {
+          // The directory's own marker is not an entry of it.
+          if (info.key === directoryPrefix) continue;
+
+          const name = info.key.slice(directoryPrefix.length);
+          if (this.skipInvalid(name, info.key)) {
+            skipped += 1;
+            continue;
+          }
+          files.set(name, info);
+        }
+
+        for (const prefix of page.prefixes) {
+          const name = prefix.slice(directoryPrefix.length, -1);
+          if (this.skipInvalid(name, prefix)) {
+            skipped += 1;
+            continue;
+          }
+          directories.add(name);
+        }
+
+        continuationToken = page.nextToken;
+      } while (continuationToken !== undefined);
+
+      if (skipped > 0) {
+        this.skippedKeyCount += skipped;
+        this.logger.info({ bucket: this.store.bucket, prefix: directoryPrefix, skipped }, 'skipped keys that cannot be file names while listing a directory');
+      }
+
+      const listing = new Map<string, CachedEntry>();
+      const names = [...new Set([...files.keys(), ...directories])].sort();
+      for (const name of names) {
+        // A directory shadows a file of the same name.
+        if (directories.has(name)) {
+          listing.set(name, { kind: 'directory' });
+        } else {
+          listing.set(name, { kind: 'file', info: files.get(name)! });
+        }
+      }
+      return this.cache.finishListingFetch(fetch, listing, resolvesMissingNames);
+    } catch (error) {
+      this.cache.abandonFetch(fetch);
+      throw error;
+    }
+  }
+
+  /**
+   * Finds what a path is: from the cache when fresh, from a listing of its
+   * directory when lookups there come in quick succession, otherwise with a
+   * HEAD and a one-key listing in parallel.
+   */
   async resolve(path: string): Promise<CachedEntry | 'missing'> {
     if (path === '') return { kind: 'directory' };
+
+    const parent = parentPathOf(path);
+    const listParent = this.recordLookup(parent, baseNameOf(path));
+    if (listParent) this.renewListingAhead(parent);
 
     const cached = this.cache.lookup(path);
     if (cached !== undefined) return cached;
 
-    const generation = this.cache.generation;
-    const [info, isDirectory] = await Promise.all([this.headFile(path), this.directoryExists(path)]);
+    // Keys listed under the path's prefix make it a directory, whatever else has its name.
+    if ((this.cache.listing(path)?.size ?? 0) > 0) return { kind: 'directory' };
 
-    let result: CachedEntry | 'missing';
-    if (isDirectory) {
-      result = { kind: 'directory' };
-    } else if (info !== undefined) {
-      result = { kind: 'file', info };
-    } else {
-      result = 'missing';
+    if (listParent) {
+      const listed = (await this.listForLookups(parent))?.get(baseNameOf(path));
+      if (listed !== undefined) return listed;
     }
 
-    this.cache.storeFetchedEntry(path, result, generation);
+    const fetch = this.cache.beginFetch(path, 'entry');
+    let result: CachedEntry | 'missing';
+    try {
+      const [info, isDirectory] = await Promise.all([this.headFile(path), this.directoryExists(path)]);
+      if (isDirectory) {
+        result = { kind: 'directory' };
+      } else if (info !== undefined) {
+        result = { kind: 'file', info };
+      } else {
+        result = 'missing';
+      }
+    } catch (error) {
+      this.cache.abandonFetch(fetch);
+      throw error;
+    }
+
+    this.cache.finishEntryFetch(fetch, result);
     return result;
+  }
+
+  /**
+   * Records a lookup of `name` in the directory `parent`, and returns whether
+   * a cache miss should list the directory: when another name there was
+   * looked up within the TTL and the directory is not known to be too large.
+   * Repeated lookups of one name (a program polling a file) do not count.
+   */
+  private recordLookup(parent: string, name: string): boolean {
+    const nowMs = this.now();
+    const previous = this.lookupActivity.get(parent);
+    this.lookupActivity.set(parent, { name, atMs: nowMs });
+
+    if (previous === undefined || previous.name === name || nowMs - previous.atMs >= this.metadataTtlMs) return false;
+    const largeUntilMs = this.largeDirectories.get(parent);
+    return largeUntilMs === undefined || largeUntilMs <= nowMs;
+  }
+
+  /** Lists a directory for lookups, at most `LOOKUP_LISTING_MAX_PAGES` pages; undefined when it has more. */
+  private async listForLookups(path: string): Promise<ReadonlyMap<string, CachedEntry> | undefined> {
+    const cached = this.cache.listing(path);
+    if (cached !== undefined) return cached;
+
+    const listing = await this.sharedListing(path, LOOKUP_LISTING_MAX_PAGES, false);
+    if (listing === undefined) this.markLarge(path);
+    return listing;
+  }
+
+  /** Starts a background listing that replaces the cached listing of `path` when half of its TTL has passed. */
+  private renewListingAhead(path: string): void {
+    const renewal = this.cache.listingDueForRenewal(path);
+    if (renewal === undefined || this.listingsInFlight.has(path) || this.signal.aborted) return;
+
+    this.sharedListing(path, LOOKUP_LISTING_MAX_PAGES, renewal.resolvesMissingNames).then(
+      (listing) => {
+        if (listing === undefined) this.markLarge(path);
+      },
+      (error: unknown) => {
+        // The next lookup that needs the listing lists again, or sends a HEAD, and reports its own error.
+        this.logger.debug({ bucket: this.store.bucket, prefix: this.keys.directoryPrefix(path), err: error }, 'renewing a directory listing in the background failed');
+      },
+    );
+  }
+
+  private markLarge(path: string): void {
+    const nowMs = this.now();
+    // Lookups that shared one listing all report it; the first one sets the retry time.
+    if ((this.largeDirectories.get(path) ?? 0) > nowMs) return;
+    this.largeDirectories.set(path, nowMs + LARGE_DIRECTORY_RETRY_MS);
+    this.logger.debug(
+      { bucket: this.store.bucket, prefix: this.keys.directoryPrefix(path), maxPages: LOOKUP_LISTING_MAX_PAGES, retryMs: LARGE_DIRECTORY_RETRY_MS },
+      'directory has more entries than a listing for lookups fetches; looking up its names one by one',
+    );
   }
 
   /** Returns the current metadata of a file with a HEAD, or undefined when the key does not exist. */

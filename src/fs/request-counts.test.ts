@@ -1,0 +1,252 @@
+/**
+ * Store requests per file for programs that walk a directory of small files:
+ * these tests pin the counts, so that a change that adds a round trip per
+ * file fails here instead of only slowing the benchmark.
+ */
+
+import { describe, expect, it } from 'vitest';
+
+import { LARGE_DIRECTORY_RETRY_MS, LOOKUP_LISTING_MAX_PAGES } from './directory.js';
+import { Errno } from './errno.js';
+import { createTestMount, errnoOfRejection, O_RDONLY, patternBytes, settle, type ControlledStore } from './test-support.js';
+
+const TTL_MS = 5000;
+
+/** Returns the calls made from index `from` on, as `operation key` strings; a delimited listing shows as `listing prefix`. */
+function callsSince(store: ControlledStore, from: number): string[] {
+  return store.calls.slice(from).map((call) => {
+    const delimited = call.operation === 'list' && (call.detail as { delimiter?: string }).delimiter === '/';
+    return `${delimited ? 'listing' : call.operation} ${call.key ?? ''}`;
+  });
+}
+
+describe('small files: request counts', () => {
+  it('creates files in a new directory with one PUT each', async () => {
+    const { mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    await mount.mkdir('new');
+    const start = store.calls.length;
+
+    for (let index = 0; index < 5; index += 1) await mount.writeFile(`new/f${index}`, Buffer.from(`content ${index}`));
+
+    expect(callsSince(store, start)).toEqual(['put new/f0', 'put new/f1', 'put new/f2', 'put new/f3', 'put new/f4']);
+  });
+
+  it('reads listed files with one GET each and no HEAD', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let index = 0; index < 5; index += 1) memory.putRaw(`dir/f${index}`, patternBytes(4096, index + 1));
+    await mount.names('dir');
+    const start = store.calls.length;
+
+    for (let index = 0; index < 5; index += 1) {
+      expect((await mount.readFile(`dir/f${index}`)).equals(patternBytes(4096, index + 1))).toBe(true);
+    }
+
+    // Readahead may fetch a file before its open (see file-readahead.ts), so only the set of requests is fixed.
+    expect(callsSince(store, start).sort()).toEqual(['get dir/f0', 'get dir/f1', 'get dir/f2', 'get dir/f3', 'get dir/f4']);
+  });
+
+  it('reads a small file with one whole GET', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    const content = patternBytes(300 * 1024);
+    memory.putRaw('dir/small', content);
+    await mount.names('dir');
+    const start = store.calls.length;
+
+    expect((await mount.readFile('dir/small', 4096)).equals(content)).toBe(true);
+
+    expect(callsSince(store, start)).toEqual(['get dir/small']);
+    expect(store.calls[start]!.detail).toMatchObject({ range: { start: 0, end: content.length } });
+  });
+
+  it('lists the directory at the second miss', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let index = 0; index < 5; index += 1) memory.putRaw(`dir/f${index}`, 'x');
+    await mount.lookup('dir');
+    const start = store.calls.length;
+
+    await mount.stat('dir/f0');
+    expect(callsSince(store, start).sort()).toEqual(['head dir/f0', 'list dir/f0/']);
+
+    const afterFirst = store.calls.length;
+    await mount.stat('dir/f1');
+    expect(callsSince(store, afterFirst)).toEqual(['listing dir/']);
+
+    const afterListing = store.calls.length;
+    for (let index = 2; index < 5; index += 1) expect((await mount.stat(`dir/f${index}`)).size).toBe(1);
+    expect(callsSince(store, afterListing)).toEqual([]);
+  });
+
+  it('finds an object created by another client after a listing for lookups', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    memory.putRaw('dir/f0', 'x');
+    memory.putRaw('dir/f1', 'x');
+    await mount.stat('dir/f0');
+    await mount.stat('dir/f1');
+    expect(callsSince(store, 0)).toContain('listing dir/');
+
+    memory.putRaw('dir/foreign', 'new');
+    const start = store.calls.length;
+    expect((await mount.stat('dir/foreign')).size).toBe(3);
+    expect(await errnoOfRejection(mount.stat('dir/missing'))).toBe(Errno.ENOENT);
+    expect(callsSince(store, start).sort()).toEqual(['head dir/foreign', 'head dir/missing', 'list dir/foreign/', 'list dir/missing/']);
+  });
+
+  it('readdir listing resolves missing names', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    memory.putRaw('dir/f0', 'x');
+    await mount.names('dir');
+    const start = store.calls.length;
+
+    expect(await errnoOfRejection(mount.stat('dir/missing'))).toBe(Errno.ENOENT);
+    expect(callsSince(store, start)).toEqual([]);
+  });
+
+  it('lists again for readdir after a listing for lookups', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    memory.putRaw('dir/f0', 'x');
+    memory.putRaw('dir/f1', 'x');
+    await mount.stat('dir/f0');
+    await mount.stat('dir/f1');
+    memory.putRaw('dir/foreign', 'new');
+    const start = store.calls.length;
+
+    expect(await mount.names('dir')).toEqual(['f0', 'f1', 'foreign']);
+    expect(callsSince(store, start)).toEqual(['listing dir/']);
+  });
+
+  it('renews a listing in use once half of its TTL has passed', async () => {
+    const { memory, mount, store, clock } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let index = 0; index < 4; index += 1) memory.putRaw(`dir/f${index}`, 'x');
+    await mount.names('dir');
+    await mount.stat('dir/f0');
+    clock.advance(TTL_MS * 0.6);
+    memory.putRaw('dir/late', 'new');
+    const start = store.calls.length;
+
+    await mount.stat('dir/f1');
+    await settle();
+    expect(callsSince(store, start)).toEqual(['listing dir/']);
+
+    // The first listing has expired, and the renewed one resolves lookups, including those of missing names.
+    clock.advance(TTL_MS * 0.4);
+    const afterRenewal = store.calls.length;
+    expect((await mount.stat('dir/late')).size).toBe(3);
+    await mount.stat('dir/f2');
+    expect(await errnoOfRejection(mount.stat('dir/missing'))).toBe(Errno.ENOENT);
+    const inDirectory = callsSince(store, afterRenewal).filter((call) => call !== 'head dir' && call !== 'list dir/');
+    expect(inDirectory).toEqual([]);
+  });
+
+  it('renewed lookup listing resolves listed names only', async () => {
+    const { memory, mount, store, clock } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let index = 0; index < 4; index += 1) memory.putRaw(`dir/f${index}`, 'x');
+    await mount.stat('dir/f0');
+    await mount.stat('dir/f1');
+    clock.advance(TTL_MS * 0.6);
+    await mount.stat('dir/f2');
+    await settle();
+    clock.advance(TTL_MS * 0.4);
+    const start = store.calls.length;
+
+    await mount.stat('dir/f3');
+    expect(await errnoOfRejection(mount.stat('dir/missing'))).toBe(Errno.ENOENT);
+    const inDirectory = callsSince(store, start).filter((call) => call !== 'head dir' && call !== 'list dir/');
+    expect(inDirectory.sort()).toEqual(['head dir/missing', 'list dir/missing/']);
+  });
+
+  it('sends HEADs for one name looked up again and again', async () => {
+    const { memory, mount, store, clock } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    memory.putRaw('dir/polled', 'x');
+    await mount.lookup('dir');
+    const start = store.calls.length;
+
+    for (let round = 0; round < 3; round += 1) {
+      await mount.stat('dir/polled');
+      clock.advance(TTL_MS);
+      await mount.lookup('dir');
+    }
+
+    const calls = callsSince(store, start).filter((call) => call.includes('polled'));
+    expect(calls.sort()).toEqual(['head dir/polled', 'head dir/polled', 'head dir/polled', 'list dir/polled/', 'list dir/polled/', 'list dir/polled/']);
+    expect(callsSince(store, start).filter((call) => call.startsWith('listing'))).toEqual([]);
+  });
+
+  it('shares one listing among concurrent lookups', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let index = 0; index < 5; index += 1) memory.putRaw(`dir/f${index}`, 'x');
+    await mount.stat('dir/f0');
+    const start = store.calls.length;
+
+    store.hold((operation, key) => operation === 'list' && key === 'dir/');
+    const lookups = [1, 2, 3, 4].map((index) => mount.stat(`dir/f${index}`));
+    await new Promise((resolve) => setImmediate(resolve));
+    store.release();
+    const sizes = (await Promise.all(lookups)).map((attributes) => attributes.size);
+
+    expect(sizes).toEqual([1, 1, 1, 1]);
+    expect(callsSince(store, start)).toEqual(['listing dir/']);
+  });
+
+  it('falls back to HEADs in a directory with too many pages', async () => {
+    const pageSize = 2;
+    const fileCount = pageSize * LOOKUP_LISTING_MAX_PAGES + 3;
+    const { memory, mount, store, clock } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: pageSize } });
+    for (let index = 0; index < fileCount; index += 1) memory.putRaw(`big/f${String(index).padStart(2, '0')}`, 'x');
+    await mount.lookup('big');
+    await mount.stat('big/f00');
+    const start = store.calls.length;
+
+    // The second miss tries a listing, gives up after the page limit and sends a HEAD.
+    await mount.stat('big/f01');
+    const attempt = callsSince(store, start);
+    expect(attempt.filter((call) => call === 'listing big/')).toHaveLength(LOOKUP_LISTING_MAX_PAGES);
+    expect(attempt.slice(LOOKUP_LISTING_MAX_PAGES).sort()).toEqual(['head big/f01', 'list big/f01/']);
+
+    // Further misses go straight to HEADs until the retry time has passed.
+    const afterAttempt = store.calls.length;
+    await mount.stat('big/f02');
+    expect(callsSince(store, afterAttempt).sort()).toEqual(['head big/f02', 'list big/f02/']);
+
+    clock.advance(LARGE_DIRECTORY_RETRY_MS);
+    await mount.lookup('big');
+    await mount.stat('big/f03');
+    const beforeRetry = store.calls.length;
+    await mount.stat('big/f04');
+    expect(callsSince(store, beforeRetry).filter((call) => call === 'listing big/')).toHaveLength(LOOKUP_LISTING_MAX_PAGES);
+
+    // The failed retry starts a new wait.
+    const afterRetry = store.calls.length;
+    await mount.stat('big/f05');
+    expect(callsSince(store, afterRetry).sort()).toEqual(['head big/f05', 'list big/f05/']);
+  });
+
+  it('lists a directory for lookups of at most the page limit in full', async () => {
+    const pageSize = 2;
+    const fileCount = pageSize * LOOKUP_LISTING_MAX_PAGES;
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: pageSize } });
+    for (let index = 0; index < fileCount; index += 1) memory.putRaw(`dir/f${index}`, 'x');
+    await mount.stat('dir/f0');
+    await mount.stat('dir/f1');
+    const start = store.calls.length;
+
+    for (let index = 2; index < fileCount; index += 1) await mount.stat(`dir/f${index}`);
+
+    expect(callsSince(store, start)).toEqual([]);
+  });
+
+  it('never lists for lookups without a metadata TTL', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: 0 } });
+    memory.putRaw('dir/a', 'x');
+    memory.putRaw('dir/b', 'x');
+    const start = store.calls.length;
+
+    await mount.stat('dir/a');
+    await mount.stat('dir/b');
+    const file = await mount.open('dir/a', O_RDONLY);
+    await mount.fs.release(file.ino, file.fh, 0);
+
+    const calls = callsSince(store, start);
+    expect(calls.filter((call) => call.startsWith('listing'))).toEqual([]);
+    expect(calls).toContain('head dir/b');
+  });
+});
