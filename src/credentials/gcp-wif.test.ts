@@ -6,6 +6,7 @@
  * mistake, none of which may contain a token.
  */
 
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +29,9 @@ import {
   buildExternalAccountConfig,
   createGcpWifCredentialSource,
   exchangeGcpAccessToken,
+  exchangeUsesBuiltinFetch,
   GcpConfigurationError,
+  nextTokenRequestSent,
   resolveExternalAccountConfig,
   validateExternalAccountConfig,
   type ExternalAccountConfig,
@@ -253,6 +256,44 @@ describe('GCP WIF exchange', () => {
     const exchanges = fakes.exchanges().slice(-2);
     expect(exchanges.map((record) => record.tokenId)).toEqual([firstId, secondId]);
     expect(exchanges[1]!.subject).toBe('system:serviceaccount:sandbox:rotated');
+  });
+
+  it('STS and IAM requests use the built-in fetch', async () => {
+    const requests: string[] = [];
+    const onCreate = (message: unknown): void => {
+      const request = (message as { request: { origin: string; path: string } }).request;
+      requests.push(`${request.origin}${request.path}`);
+    };
+    diagnosticsChannel.subscribe('undici:request:create', onCreate);
+    try {
+      await exchangeGcpAccessToken(configFor());
+    } finally {
+      diagnosticsChannel.unsubscribe('undici:request:create', onCreate);
+    }
+
+    expect(requests).toContain(fakes.stsTokenUrl);
+    expect(requests).toContain(fakes.impersonationUrl(SERVICE_ACCOUNT));
+  });
+
+  it('STS request is reported as sent', async () => {
+    const credentials = source();
+    let reported = false;
+    const sent = nextTokenRequestSent(credentials).then(() => {
+      reported = true;
+    });
+
+    await credentials.start();
+    // The request body is written before STS responds, so the report comes before the exchange ends.
+    expect(reported).toBe(true);
+    await sent;
+  });
+
+  it('built-in fetch unless proxy set', () => {
+    expect(exchangeUsesBuiltinFetch({})).toBe(true);
+    expect(exchangeUsesBuiltinFetch({ HTTPS_PROXY: '' })).toBe(true);
+    for (const name of ['HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy']) {
+      expect(exchangeUsesBuiltinFetch({ [name]: 'http://127.0.0.1:3128' }), name).toBe(false);
+    }
   });
 
   it('GcsStore authorizes with the exchanged token', async () => {
