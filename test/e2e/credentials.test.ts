@@ -16,7 +16,7 @@
  * read from the request that reached STS through the proxy (S3) or from the
  * STS fake's records (GCS), not from whether the exchange succeeded.
  *
- * Sizes: BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB (default 128) is the file
+ * Sizes: BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB (default 32) is the file
  * uploaded again and again during the short-lifetime run.
  * BUCKETMOUNT_CREDENTIALS_READ_MIB (default 32) is the file read in a loop.
  * The full measurement sets both to 1024.
@@ -37,10 +37,27 @@ import { startFaultProxy, type FaultProxy } from '../env/fault-proxy.js';
 import { startBackend, type GcpTestControls, type TestBackend } from './backends.js';
 import { removeMountpoint, shell, startDaemon, type MountedDaemon } from './daemon.js';
 
-const UPLOAD_MIB = Number(process.env.BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB ?? '128');
+const UPLOAD_MIB = Number(process.env.BUCKETMOUNT_CREDENTIALS_UPLOAD_MIB ?? '32');
 const READ_MIB = Number(process.env.BUCKETMOUNT_CREDENTIALS_READ_MIB ?? '32');
 const TOKEN_LIFETIME_SECONDS = 60;
 const TOKEN_ROTATION_SECONDS = 40;
+// Each upload is paced to last at least UPLOAD_SECONDS, so that uploads are in flight for most of
+// the test and overlap renewals, the outage and the rotation without keeping MinIO's disk busy.
+const UPLOAD_SECONDS = 10;
+const UPLOAD_PAUSE_MS = 500;
+
+/** Copies argv[1] to argv[2] in 1 MiB writes with argv[3] seconds of sleep after each; close errors fail it. */
+const PACED_COPY_PROGRAM = [
+  'import sys, time',
+  'source = open(sys.argv[1], "rb")',
+  'target = open(sys.argv[2], "wb")',
+  'while True:',
+  '    chunk = source.read(1 << 20)',
+  '    if not chunk: break',
+  '    target.write(chunk)',
+  '    time.sleep(float(sys.argv[3]))',
+  'target.close()',
+].join('\n');
 
 type LogEntry = Record<string, unknown> & { msg?: string; level?: number; time?: string };
 
@@ -240,11 +257,11 @@ describe('credential lifecycle on s3', () => {
         return { ok, detail: `read: status ${result.status} ${result.stderr.trim()}` };
       }, 500);
       const uploads = repeat(async () => {
-        const result = await shell(`dd if='${uploadSource}' of='${mnt}/upload.bin' bs=1M status=none`, 600_000);
+        const result = await shell(`python3 -c '${PACED_COPY_PROGRAM}' '${uploadSource}' '${mnt}/upload.bin' ${UPLOAD_SECONDS / UPLOAD_MIB}`, 600_000);
         if (result.status !== 0) return { ok: false, detail: `upload: status ${result.status} ${result.stderr.trim()}` };
         const stored = await backend.hashObject(bucket, 'upload.bin');
         return { ok: stored === uploadHash, detail: `upload: the bucket holds SHA-256 ${stored}, expected ${uploadHash}` };
-      }, 500);
+      }, UPLOAD_PAUSE_MS);
 
       // STS outage: from just after a renewal that left at least 30 s of
       // credentials until a tenth of their lifetime before they expire. The
