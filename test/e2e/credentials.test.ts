@@ -45,6 +45,8 @@ const TOKEN_ROTATION_SECONDS = 40;
 // the test and overlap renewals, the outage and the rotation without keeping MinIO's disk busy.
 const UPLOAD_SECONDS = 10;
 const UPLOAD_PAUSE_MS = 500;
+// Reads come from MinIO's page cache, so a short read loop would only burn CPU the other test files need.
+const READ_PAUSE_MS = 1_000;
 
 /** Copies argv[1] to argv[2] in 1 MiB writes with argv[3] seconds of sleep after each; close errors fail it. */
 const PACED_COPY_PROGRAM = [
@@ -255,7 +257,7 @@ describe('credential lifecycle on s3', () => {
         const result = await shell(`sha256sum '${mnt}/read.bin'`, 600_000);
         const ok = result.status === 0 && result.stdout.startsWith(readHash);
         return { ok, detail: `read: status ${result.status} ${result.stderr.trim()}` };
-      }, 500);
+      }, READ_PAUSE_MS);
       const uploads = repeat(async () => {
         const result = await shell(`python3 -c '${PACED_COPY_PROGRAM}' '${uploadSource}' '${mnt}/upload.bin' ${UPLOAD_SECONDS / UPLOAD_MIB}`, 600_000);
         if (result.status !== 0) return { ok: false, detail: `upload: status ${result.status} ${result.stderr.trim()}` };
