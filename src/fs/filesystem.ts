@@ -54,7 +54,7 @@ import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { PreconditionFailedError } from '../store/errors.js';
 import { BlockCache } from '../cache/block-cache.js';
 import { MetadataCache, type CachedEntry } from '../cache/metadata-cache.js';
-import { ObjectReader } from '../read/reader.js';
+import { ObjectReader, ReadaheadShare } from '../read/reader.js';
 import { MemoryBudget } from '../write/memory-budget.js';
 import { planPartSizes, type PartSizePlan } from '../write/part-size.js';
 import { PendingAborts } from '../write/pending-aborts.js';
@@ -156,6 +156,7 @@ export class BucketFilesystem implements FilesystemOperations {
   private readonly pendingAborts: PendingAborts;
   private readonly plan: PartSizePlan;
   private readonly maxReadahead: number;
+  private readonly readaheadShare: ReadaheadShare;
   private readonly mountedAtMs: number;
   private readonly shutdownController = new AbortController();
 
@@ -202,6 +203,7 @@ export class BucketFilesystem implements FilesystemOperations {
     this.budget = new MemoryBudget(this.config.memoryLimitBytes - cacheBytes);
     this.pendingAborts = new PendingAborts({ store: this.store, logger: this.logger });
     this.maxReadahead = Math.max(this.config.blockSize, Math.min(this.config.maxReadahead, Math.floor(cacheBytes / 4)));
+    this.readaheadShare = new ReadaheadShare(Math.floor(cacheBytes / 2), this.config.blockSize);
     this.plan = planPartSizes(this.store.limits, this.config.partSize);
   }
 
@@ -754,6 +756,7 @@ export class BucketFilesystem implements FilesystemOperations {
       blockSize: this.config.blockSize,
       maxReadahead: this.maxReadahead,
       readConcurrency: this.config.readConcurrency,
+      readaheadShare: this.readaheadShare,
     });
   }
 
@@ -774,6 +777,7 @@ export class BucketFilesystem implements FilesystemOperations {
       if (reader.returnedData || !handle.pinnedFromCache) throw error;
       this.logger.debug({ key: reader.key, version: reader.version }, 'object changed since the cached metadata was read; pinning the current version');
       const fresh = await this.headForOpen(inode);
+      reader.close();
       handle.reader = this.newReader(fresh);
       handle.pinnedFromCache = false;
       return handle.reader.readData(offset, size);

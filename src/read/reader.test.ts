@@ -6,11 +6,11 @@ import { Errno } from '../fs/errno.js';
 import { joinReadData } from '../fuse/types.js';
 import { context, ControlledStore, createTestMount, errnoOfRejection, MiB, O_RDONLY, patternBytes, settle, silentLogger } from '../fs/test-support.js';
 import { MemoryStore } from '../store/memory.js';
-import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader, PAGE_SIZE, SEQUENTIAL_MIN_BYTES, SEQUENTIAL_MIN_READS } from './reader.js';
+import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader, PAGE_SIZE, ReadaheadShare, SEQUENTIAL_MIN_BYTES, SEQUENTIAL_MIN_READS } from './reader.js';
 
 const KiB = 1024;
 
-function newReader(options: { size: number; blockSize?: number; maxReadahead?: number; readConcurrency?: number }) {
+function newReader(options: { size: number; blockSize?: number; maxReadahead?: number; readConcurrency?: number; readaheadShare?: ReadaheadShare }) {
   const memory = new MemoryStore();
   const data = patternBytes(options.size);
   const info = memory.putRaw('object.bin', data);
@@ -26,6 +26,7 @@ function newReader(options: { size: number; blockSize?: number; maxReadahead?: n
     blockSize: options.blockSize ?? 1 * MiB,
     maxReadahead: options.maxReadahead ?? 16 * MiB,
     readConcurrency: options.readConcurrency ?? 8,
+    ...(options.readaheadShare !== undefined ? { readaheadShare: options.readaheadShare } : {}),
   });
   const gets = () => store.calls.filter((call) => call.operation === 'get').map((call) => (call.detail as { range: { start: number; end: number } }).range);
   return { memory, store, reader, data, gets };
@@ -64,6 +65,29 @@ describe('ObjectReader', () => {
 
     await reader.read(50 * MiB, chunk);
     expect(reader.readaheadWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('splits readahead among streaming readers', async () => {
+    // Room for 8 MiB of readahead in all: alone a reader may use it all, with a second one half.
+    const share = new ReadaheadShare(8 * MiB, 1 * MiB);
+    const first = newReader({ size: 64 * MiB, maxReadahead: 8 * MiB, readaheadShare: share });
+    const second = newReader({ size: 64 * MiB, maxReadahead: 8 * MiB, readaheadShare: share });
+    const chunk = 128 * KiB;
+    const furthestFetch = (gets: () => Array<{ end: number }>): number => Math.max(...gets().map((range) => range.end));
+
+    for (let offset = 0; offset < 8 * chunk; offset += chunk) await first.reader.read(offset, chunk);
+    await settle();
+    expect(share.windowLimit()).toBe(8 * MiB);
+    expect(furthestFetch(first.gets)).toBeGreaterThan(8 * MiB);
+
+    for (let offset = 0; offset < 8 * chunk; offset += chunk) await second.reader.read(offset, chunk);
+    await settle();
+    expect(share.windowLimit()).toBe(4 * MiB);
+    expect(furthestFetch(second.gets)).toBeLessThanOrEqual(8 * chunk + 4 * MiB + 1 * MiB);
+
+    // A closed reader gives its share back.
+    second.reader.close();
+    expect(share.windowLimit()).toBe(8 * MiB);
   });
 
   it('tolerates out-of-order reads near the stream end without resetting', async () => {

@@ -82,6 +82,40 @@ export interface ObjectReaderOptions {
   blockSize: number;
   maxReadahead: number;
   readConcurrency: number;
+  /** Shared by the readers of a mount, so that their readahead together fits the block cache. */
+  readaheadShare?: ReadaheadShare;
+}
+
+/**
+ * Splits readahead room among the sequential readers of a mount.
+ *
+ * Blocks fetched ahead wait in the block cache until they are read. When
+ * the windows of all readers add up to more than the cache holds, blocks are
+ * evicted before they are read and fetched a second time. So each streaming
+ * reader gets at most its share of `totalBytes` (half the cache), and never
+ * less than one block.
+ */
+export class ReadaheadShare {
+  private readonly readers = new Set<object>();
+
+  constructor(
+    private readonly totalBytes: number,
+    private readonly blockSize: number,
+  ) {}
+
+  /** Counts `reader` as streaming until `leave`; idempotent. */
+  join(reader: object): void {
+    this.readers.add(reader);
+  }
+
+  leave(reader: object): void {
+    this.readers.delete(reader);
+  }
+
+  /** The largest window one streaming reader may use now. */
+  windowLimit(): number {
+    return Math.max(this.blockSize, Math.floor(this.totalBytes / Math.max(1, this.readers.size)));
+  }
 }
 
 /** Returns views of bytes `[start, end)` of the concatenation of `pieces`, one per piece they overlap. */
@@ -156,6 +190,7 @@ export class ObjectReader {
   /** Stops issuing readahead; fetches in flight finish into the cache. */
   close(): void {
     this.closed = true;
+    this.options.readaheadShare?.leave(this);
   }
 
   /** Updates the stream state and window for a read of `[offset, end)` and returns how to serve it. */
@@ -231,8 +266,10 @@ export class ObjectReader {
 
   /** Starts whole-block fetches ahead of `end`, within the window and the concurrency limit. */
   private prefetch(end: number): void {
-    const { blockSize, readConcurrency, cache, logger } = this.options;
-    const windowEnd = Math.min(end + this.window, this.size);
+    const { blockSize, readConcurrency, cache, logger, readaheadShare } = this.options;
+    readaheadShare?.join(this);
+    const window = Math.min(this.window, readaheadShare?.windowLimit() ?? this.window);
+    const windowEnd = Math.min(end + window, this.size);
 
     for (let index = Math.floor(end / blockSize); index * blockSize < windowEnd; index += 1) {
       if (this.closed || this.prefetchesInFlight >= readConcurrency) return;
