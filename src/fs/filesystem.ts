@@ -20,9 +20,11 @@
  * - `FileWriter` (one per inode open for writing, shared by its handles)
  *   streams or spills writes and uploads on flush, fsync and last release.
  *
- * Memory: half of `memoryLimitBytes` goes to the block cache and half to
- * upload buffers (`MemoryBudget`). Readahead windows are capped at a quarter
- * of the block cache, so that blocks fetched ahead are not evicted before
+ * Memory: half of `memoryLimitBytes` goes to reading and half to upload
+ * buffers (`MemoryBudget`). The read half holds the largest readahead
+ * window (a quarter of it) for blocks in flight, and the block cache gets
+ * the rest. The streaming readers share half of the cache as their windows
+ * (`ReadaheadShare`), so that blocks fetched ahead are not evicted before
  * they are read.
  *
  * Concurrency: JavaScript runs one callback at a time, and the kernel may
@@ -188,7 +190,11 @@ export class BucketFilesystem implements FilesystemOperations {
       now: () => this.clock.now(),
     });
 
-    const cacheBytes = Math.floor(this.config.memoryLimitBytes / 2);
+    // The read half holds the blocks fetched ahead while they are in flight (the largest window)
+    // and the block cache, which gets the rest, but at least two blocks.
+    const readBytes = Math.floor(this.config.memoryLimitBytes / 2);
+    const maxReadahead = Math.max(this.config.blockSize, Math.min(this.config.maxReadahead, Math.floor(readBytes / 4)));
+    const cacheBytes = Math.max(2 * this.config.blockSize, readBytes - maxReadahead);
     this.blocks = new BlockCache({ maxBytes: cacheBytes });
     this.readahead = new FileReadahead({
       store: this.store,
@@ -200,9 +206,9 @@ export class BucketFilesystem implements FilesystemOperations {
       walkTimeoutMs: this.config.metadataTtlMs,
       now: () => this.clock.now(),
     });
-    this.budget = new MemoryBudget(this.config.memoryLimitBytes - cacheBytes);
+    this.budget = new MemoryBudget(this.config.memoryLimitBytes - readBytes);
     this.pendingAborts = new PendingAborts({ store: this.store, logger: this.logger });
-    this.maxReadahead = Math.max(this.config.blockSize, Math.min(this.config.maxReadahead, Math.floor(cacheBytes / 4)));
+    this.maxReadahead = maxReadahead;
     this.readaheadShare = new ReadaheadShare(Math.floor(cacheBytes / 2), this.config.blockSize);
     this.plan = planPartSizes(this.store.limits, this.config.partSize);
   }
