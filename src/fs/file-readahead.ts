@@ -1,10 +1,10 @@
 /**
  * Readahead across the small files of one directory.
  *
- * A program that opens the files of a directory for reading in name order
- * (a data loader that sorts its file list, or `tar c` and `cp -r`, which
- * follow readdir order, and readdir on this mount returns names sorted)
- * spends most of each file's time waiting for its one GET. Once two such opens in a row have
+ * Programs often open the files of a directory for reading in name order:
+ * a data loader that sorts its file list, or `tar c` and `cp -r`, which
+ * follow readdir order (sorted on this mount). Such a program spends most of
+ * each file's time waiting for its one GET. Once two such opens in a row have
  * ascending names, this fetches the next `FILES_AHEAD` small files of the
  * cached listing into the block cache, so that each GET overlaps the work on
  * the files before it. A file qualifies when it is not empty and fits in the
