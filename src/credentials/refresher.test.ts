@@ -278,13 +278,33 @@ describe('CredentialRefresher', () => {
     await refresher.start();
     fail();
 
-    await clock.advance(LIFETIME_MS * 0.8);
+    // Past the expiry, so that only the configured cap bounds the delay.
+    await clock.advance(LIFETIME_MS * 1.1);
     for (let i = 0; i < 6; i++) {
       await clock.advance(clock.pendingDelays()[0] ?? 0);
     }
 
     expect(clock.pendingDelays()[0]).toBeLessThanOrEqual(8_000);
     expect(clock.pendingDelays()[0]).toBeGreaterThan(7_000);
+    refresher.stop();
+  });
+
+  it('retries before held credentials expire', async () => {
+    const { refresher, clock, fail } = setup({ random: () => 0.999, maxRetryDelayMs: 60_000 });
+    await refresher.start();
+    const usableUntil = clock.now() + LIFETIME_MS - 1_000;
+    fail();
+
+    // Renewal at 80 % fails, and every retry while the credentials are usable is scheduled before they expire.
+    await clock.advance(LIFETIME_MS * 0.8);
+    let retries = 0;
+    while (clock.now() < usableUntil - 1_000) {
+      const delay = clock.pendingDelays()[0] ?? 0;
+      expect(clock.now() + delay).toBeLessThan(usableUntil);
+      await clock.advance(delay);
+      retries += 1;
+    }
+    expect(retries).toBeGreaterThanOrEqual(4);
     refresher.stop();
   });
 
@@ -302,19 +322,29 @@ describe('CredentialRefresher', () => {
     refresher.stop();
   });
 
-  it('expired credentials fail fast during backoff', async () => {
+  it('expired credentials retry once per interval during backoff', async () => {
     const failure = exchangeFailure('the STS endpoint is down');
-    const { refresher, clock, fail, calls } = setup({ initialRetryDelayMs: 1_000_000, maxRetryDelayMs: 1_000_000 });
+    const { refresher, clock, fail, succeed, calls } = setup({ initialRetryDelayMs: 1_000_000, maxRetryDelayMs: 1_000_000, minExpiredRetryIntervalMs: 1_000 });
     await refresher.start();
     fail(failure);
-
     await clock.advance(LIFETIME_MS);
-    const callsBefore = calls();
-    const results = await Promise.allSettled([refresher.current(), refresher.current(), refresher.current()]);
 
-    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected', 'rejected']);
-    expect((results[0] as PromiseRejectedResult).reason).toBe(failure);
-    expect(calls()).toBe(callsBefore);
+    // The first burst after expiry shares one exchange, which fails.
+    const callsBefore = calls();
+    const first = await Promise.allSettled([refresher.current(), refresher.current(), refresher.current()]);
+    expect(first.map((result) => result.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect((first[0] as PromiseRejectedResult).reason).toBe(failure);
+    expect(calls()).toBe(callsBefore + 1);
+
+    // Within the interval, operations fail fast without another exchange.
+    await expect(refresher.current()).rejects.toBe(failure);
+    expect(calls()).toBe(callsBefore + 1);
+
+    // Once the service is back, the first operation after the interval renews, long before the backoff ends.
+    succeed();
+    await clock.advance(1_000);
+    await expect(refresher.current()).resolves.toMatchObject({ value: expect.stringMatching(/^credentials-/) });
+    expect(calls()).toBe(callsBefore + 2);
     refresher.stop();
   });
 

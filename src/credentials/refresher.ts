@@ -18,10 +18,11 @@
  *   uniformly from zero to the capped exponential bound), so that many
  *   daemons restarted together do not retry in lockstep. Failed renewals
  *   leave the held credentials in place, and they keep serving until they
- *   expire. While credentials are expired and a retry is scheduled,
- *   `current()` fails at once with the last error instead of starting
- *   another exchange, so a burst of file operations does not flood the
- *   token service.
+ *   expire, and retries come before they expire. While credentials are
+ *   expired and a retry is scheduled, `current()` starts at most one
+ *   exchange per `minExpiredRetryIntervalMs` and otherwise fails at once
+ *   with the last error, so a burst of file operations does not flood the
+ *   token service and the mount recovers soon after the service does.
  * - `invalidate()` (a storage server rejected the credentials) starts one
  *   immediate exchange shared by all callers. Invalidations within
  *   `minInvalidateIntervalMs` of the previous exchange do not start another
@@ -70,6 +71,8 @@ export interface RefresherOptions<T extends { expiration: Date }> {
   exchangeTimeoutMs?: number;
   /** Minimum time between the end of one exchange and an exchange started by `invalidate()`; default 5000 ms. */
   minInvalidateIntervalMs?: number;
+  /** Minimum time between the end of a failed exchange and one started by `current()` without valid credentials; default 1000 ms. */
+  minExpiredRetryIntervalMs?: number;
   /** Repeated failures are logged at most once per interval; default 60000 ms. */
   failureLogIntervalMs?: number;
   clock?: RefresherClock;
@@ -96,6 +99,7 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
   private readonly maxRetryDelayMs: number;
   private readonly exchangeTimeoutMs: number;
   private readonly minInvalidateIntervalMs: number;
+  private readonly minExpiredRetryIntervalMs: number;
   private readonly failureLogIntervalMs: number;
   private readonly clock: RefresherClock;
   private readonly random: () => number;
@@ -130,6 +134,7 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? 60_000;
     this.exchangeTimeoutMs = options.exchangeTimeoutMs ?? 30_000;
     this.minInvalidateIntervalMs = options.minInvalidateIntervalMs ?? 5_000;
+    this.minExpiredRetryIntervalMs = options.minExpiredRetryIntervalMs ?? 1_000;
     this.failureLogIntervalMs = options.failureLogIntervalMs ?? 60_000;
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
@@ -166,14 +171,21 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
 
     // Credentials are missing, expired or about to expire, so join a running
     // exchange or start one. When the last exchange failed and its retry is
-    // still scheduled, fail fast with that failure instead.
+    // still scheduled, an operation starts one only if the last attempt ended
+    // at least minExpiredRetryIntervalMs ago, and fails fast with the last
+    // failure otherwise. So the token service sees at most one exchange per
+    // interval, and the mount recovers within it once the service is back,
+    // however long the backoff has grown.
     let exchange = this.pending?.promise;
     if (exchange === undefined) {
       if (this.lastError !== undefined && this.nextAttemptAt !== undefined && now < this.nextAttemptAt) {
         if (held !== undefined && now < held.expiration.getTime()) {
           return held;
         }
-        throw this.lastError;
+        const sinceLastAttempt = now - (this.lastExchangeEndedAt ?? Number.NEGATIVE_INFINITY);
+        if (sinceLastAttempt < this.minExpiredRetryIntervalMs) {
+          throw this.lastError;
+        }
       }
       exchange = this.runExchange('expired');
     }
@@ -337,7 +349,13 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
     if (this.stopped) {
       return;
     }
-    const bound = Math.min(this.maxRetryDelayMs, this.initialRetryDelayMs * 2 ** (this.consecutiveFailures - 1));
+    // While the held credentials are valid, the next attempt comes before they
+    // expire: the bound is at most half of the time left before the expiry
+    // margin, so that a token service that comes back late in the outage is
+    // used before operations would have to wait or fail.
+    let bound = Math.min(this.maxRetryDelayMs, this.initialRetryDelayMs * 2 ** (this.consecutiveFailures - 1));
+    const heldUsableMs = this.held === undefined ? 0 : this.held.expiration.getTime() - this.expiryMarginMs - this.clock.now();
+    if (heldUsableMs > 0) bound = Math.min(bound, Math.max(this.initialRetryDelayMs, heldUsableMs / 2));
     const delay = Math.floor(this.random() * bound);
     this.schedule('retry', delay);
 
