@@ -173,7 +173,7 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
     // exchange or start one. When the last exchange failed and its retry is
     // still scheduled, an operation starts one only if the last attempt ended
     // at least minExpiredRetryIntervalMs ago, and fails fast with the last
-    // failure otherwise. So the token service sees at most one exchange per
+    // failure otherwise. So the token service gets at most one exchange per
     // interval, and the mount recovers within it once the service is back,
     // however long the backoff has grown.
     let exchange = this.pending?.promise;
@@ -350,9 +350,9 @@ export class CredentialRefresher<T extends { expiration: Date }> implements Cred
       return;
     }
     // While the held credentials are valid, the next attempt comes before they
-    // expire: the bound is at most half of the time left before the expiry
-    // margin, so that a token service that comes back late in the outage is
-    // used before operations would have to wait or fail.
+    // expire. The bound is at most half of the time left before the expiry
+    // margin, so a token service that comes back late in an outage is used
+    // before operations would have to wait or fail.
     let bound = Math.min(this.maxRetryDelayMs, this.initialRetryDelayMs * 2 ** (this.consecutiveFailures - 1));
     const heldUsableMs = this.held === undefined ? 0 : this.held.expiration.getTime() - this.expiryMarginMs - this.clock.now();
     if (heldUsableMs > 0) bound = Math.min(bound, Math.max(this.initialRetryDelayMs, heldUsableMs / 2));
