@@ -19,7 +19,7 @@ readonly MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 readonly FAKE_GCS_MODULE=github.com/fsouza/fake-gcs-server
 readonly FAKE_GCS_VERSION=v1.56.1
 
-readonly DEBIAN_PACKAGES=(fuse3 libfuse3-dev pkg-config python3 python3-venv)
+readonly DEBIAN_PACKAGES=(fuse3 libfuse3-dev pkg-config python3 python3-venv gcc g++ make)
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly REPO_DIR
