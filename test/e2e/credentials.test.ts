@@ -510,7 +510,11 @@ describe('credential lifecycle on gcs', () => {
     const rotator = new TokenRotator(backend, 3600);
     const exchangesBefore = gcp.fakes.exchanges().length;
     await rotator.rotate({ newKey: true });
-    const renewed = await waitFor(() => gcp.fakes.exchanges().length > exchangesBefore, 60_000);
+    // The fake records an exchange when it arrives and fills in the token id once the token is verified.
+    const renewed = await waitFor(() => {
+      const next = gcp.fakes.exchanges()[exchangesBefore];
+      return next !== undefined && (next.tokenId !== undefined || next.outcome !== 'ok');
+    }, 60_000);
     expect(renewed).toBe(true);
     const next = gcp.fakes.exchanges()[exchangesBefore]!;
     expect(next.outcome, JSON.stringify(gcp.fakes.exchanges())).toBe('ok');
