@@ -260,7 +260,7 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-/** Whether any of `scenarios` was asked for (all are, without --scenarios). */
+/** Returns whether any of `scenarios` is selected (all are, without --scenarios). */
 function selected(options: BenchOptions, scenarios: string[]): boolean {
   return options.scenarios === undefined || scenarios.some((scenario) => options.scenarios!.includes(scenario));
 }

@@ -39,6 +39,20 @@ function closer(credentials: CredentialSource<unknown>, store: ObjectStore & { d
 }
 
 /** Puts the mount's request scheduler in front of the store when a socket count is given. */
+/** Builds the connection of either cloud from its credential source and store. */
+function assemble(
+  source: CredentialSource<unknown>,
+  firstExchange: Connection['firstExchange'],
+  store: ObjectStore & { destroy?: () => void },
+  tokenFile: string | undefined,
+  options: ConnectionOptions,
+): Connection {
+  const connection: Connection = { credentials: source, store: schedule(instrument(store, options), options), close: closer(source, store) };
+  if (firstExchange !== undefined) connection.firstExchange = firstExchange;
+  if (tokenFile !== undefined) connection.tokenFile = tokenFile;
+  return connection;
+}
+
 function schedule(store: ObjectStore, options: ConnectionOptions): ObjectStore {
   return options.maxSockets === undefined ? store : new ScheduledStore(store, { concurrency: options.maxSockets });
 }
@@ -148,13 +162,7 @@ export async function createConnection(config: CommonConfig, options: Connection
         },
         onRetry: () => options.metrics?.storeRetry(),
       });
-      return {
-        credentials: source as CredentialSource<unknown>,
-        firstExchange,
-        store: schedule(instrument(store, options), options),
-        tokenFile: credentials.tokenFile,
-        close: closer(source as CredentialSource<unknown>, store),
-      };
+      return assemble(source, firstExchange, store, credentials.tokenFile, options);
     });
   }
 
@@ -182,12 +190,6 @@ export async function createConnection(config: CommonConfig, options: Connection
       logger: logger.child({ component: 'store' }),
       onRetry: () => options.metrics?.storeRetry(),
     });
-    return {
-      credentials: source as CredentialSource<unknown>,
-      firstExchange,
-      store: schedule(instrument(store, options), options),
-      tokenFile: credentials.tokenFile,
-      close: closer(source as CredentialSource<unknown>, store),
-    };
+    return assemble(source, firstExchange, store, credentials.tokenFile, options);
   });
 }

@@ -112,7 +112,7 @@ export class ReadaheadShare {
     this.readers.delete(reader);
   }
 
-  /** The largest window one streaming reader may use now. */
+  /** Returns the largest window one streaming reader may use now. */
   windowLimit(): number {
     return Math.max(this.blockSize, Math.floor(this.totalBytes / Math.max(1, this.readers.size)));
   }

@@ -151,7 +151,7 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
     const upstreamRequest = httpRequest(
       { host: upstream.hostname, port: upstream.port, method, path: request.url, headers },
       (upstreamResponse) => {
-        // The client gave up (its request timed out) before the server answered: drop the answer,
+        // The client gave up (its request timed out) before the server responded. Drop the response,
         // because pipeline throws on a destroyed stream and would crash the test process.
         if (response.destroyed) {
           upstreamResponse.resume();
