@@ -5,12 +5,8 @@
  * fusermount3 is missing. A running daemon sees the unmount and exits.
  */
 
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-
+import { detachMount } from '../fuse/detach.js';
 import { UsageError } from './config.js';
-
-const execFileAsync = promisify(execFile);
 
 export async function unmount(argv: string[]): Promise<void> {
   const lazy = argv.includes('--lazy');
@@ -25,12 +21,9 @@ export async function unmount(argv: string[]): Promise<void> {
   const mountpoint = positionals[0] as string;
 
   try {
-    await execFileAsync('fusermount3', ['-u', ...(lazy ? ['-z'] : []), mountpoint]);
+    await detachMount(mountpoint, lazy);
   } catch (error) {
-    const failure = error as NodeJS.ErrnoException & { stderr?: string };
-    if (failure.code !== 'ENOENT') {
-      throw new Error(`cannot unmount ${mountpoint}: ${(failure.stderr ?? failure.message).trim()}${lazy ? '' : '; if files are still open there, retry with --lazy'}`);
-    }
-    await execFileAsync('umount', [...(lazy ? ['-l'] : []), mountpoint]);
+    if (lazy) throw error;
+    throw new Error(`${(error as Error).message}; if files are still open there, retry with --lazy`, { cause: error });
   }
 }

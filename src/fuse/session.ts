@@ -15,11 +15,12 @@
  * native/src/requests.c.
  */
 
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, statfs, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import path from 'node:path';
 
 import { Errno, FilesystemError, errnoOf } from '../fs/errno.js';
+import { detachMount } from './detach.js';
 import type { Logger } from '../observability/logger.js';
 import {
   loadNativeAddon,
@@ -124,19 +125,102 @@ function isDescriptorMountpoint(mountpoint: string): boolean {
   return /^\/dev\/fd\/\d+$/.test(mountpoint);
 }
 
-/** Rejects a mount point that does not exist, is not a directory, or is a dead FUSE mount. */
-async function checkMountpoint(mountpoint: string): Promise<void> {
+/** Errors of a FUSE mount whose daemon is gone: ENOTCONN, or ECONNABORTED when a request was cut off by the abort. */
+const DEAD_CONNECTION_CODES = new Set(['ENOTCONN', 'ECONNABORTED']);
+
+/** How long the liveness probe of a FUSE mount found at the mount point may take before the mount goes ahead anyway. */
+const DEAD_MOUNT_PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Rejects a mount point that does not exist or is not a directory. A dead
+ * FUSE mount there is detached, so that a restarted daemon recovers its
+ * mount point on its own. Such a mount stays when a daemon is killed and
+ * libfuse's auto_unmount helper misses it: the helper unmounts only if its
+ * open of the mount point fails with ENOTCONN, and it sometimes gets
+ * ECONNABORTED because its request was cut off by the abort of the connection.
+ */
+async function checkMountpoint(mountpoint: string, logger: Logger): Promise<void> {
+  // Dead mounts can be stacked; a few rounds clear them, and the bound stops a detach that does not take.
+  for (let detached = 0; ; detached += 1) {
+    const deadError = await probeFuseMount(mountpoint, logger);
+    if (deadError === undefined) break;
+    if (detached === 4) {
+      throw new Error(`mount point ${mountpoint} still fails with ${deadError.code} after detaching ${detached} dead FUSE mounts; run \`fusermount3 -u -z ${mountpoint}\` and check /proc/self/mountinfo`, { cause: deadError });
+    }
+    await detachDeadMount(mountpoint, logger);
+  }
+
   try {
     const stats = await stat(mountpoint);
     if (!stats.isDirectory()) throw new Error(`mount point ${mountpoint} is not a directory`);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOTCONN') {
-      throw new Error(`mount point ${mountpoint} is a FUSE mount whose daemon is gone; run \`fusermount3 -u -z ${mountpoint}\` first`, { cause: error });
-    }
     if (code === 'ENOENT') throw new Error(`mount point ${mountpoint} does not exist; create the directory first`, { cause: error });
     throw error;
   }
+}
+
+/**
+ * Returns the error of a dead FUSE mount on top of `mountpoint`, or
+ * undefined. stat(2) can succeed on a dead mount from cached attributes, so
+ * the probe is statfs(2), which always goes to the daemon. It runs only when
+ * /proc/self/mountinfo shows a FUSE mount there. A live daemon that does not
+ * respond within DEAD_MOUNT_PROBE_TIMEOUT_MS counts as alive.
+ */
+async function probeFuseMount(mountpoint: string, logger: Logger): Promise<NodeJS.ErrnoException | undefined> {
+  const mount = (await readMountinfo()).findLast((entry) => entry.mountpoint === mountpoint);
+  if (mount === undefined || !mount.fstype.startsWith('fuse')) return undefined;
+
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), DEAD_MOUNT_PROBE_TIMEOUT_MS);
+  });
+  try {
+    const outcome = await Promise.race([statfs(mountpoint).then(() => 'alive' as const), timedOut]);
+    if (outcome === 'timeout') logger.warn({ mountpoint, fstype: mount.fstype }, 'statfs of the FUSE mount at the mount point timed out; mounting on top of it');
+    return undefined;
+  } catch (error) {
+    const failure = error as NodeJS.ErrnoException;
+    if (failure.code !== undefined && DEAD_CONNECTION_CODES.has(failure.code)) return failure;
+    logger.warn({ mountpoint, fstype: mount.fstype, err: error }, 'statfs of the FUSE mount at the mount point failed; mounting on top of it');
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function detachDeadMount(mountpoint: string, logger: Logger): Promise<void> {
+  logger.warn({ mountpoint }, 'the mount point holds a dead FUSE mount whose daemon is gone; detaching it');
+  try {
+    await detachMount(mountpoint, true);
+  } catch (error) {
+    throw new Error(`mount point ${mountpoint} is a FUSE mount whose daemon is gone and detaching it failed (${(error as Error).message}); run \`fusermount3 -u -z ${mountpoint}\` as its owner`, { cause: error });
+  }
+  logger.info({ mountpoint }, 'detached the dead FUSE mount');
+}
+
+interface MountinfoEntry {
+  device: string;
+  mountpoint: string;
+  fstype: string;
+  source: string;
+}
+
+/** Mounts of this process's namespace, in mount order (the last entry for a path is the one on top). */
+async function readMountinfo(): Promise<MountinfoEntry[]> {
+  const entries: MountinfoEntry[] = [];
+  for (const line of (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')) {
+    const fields = line.split(' ');
+    const separator = fields.indexOf('-');
+    if (fields.length < 5 || separator < 0) continue;
+    entries.push({
+      device: fields[2]!,
+      mountpoint: decodeMountinfoPath(fields[4]!),
+      fstype: fields[separator + 1] ?? '',
+      source: decodeMountinfoPath(fields[separator + 2] ?? ''),
+    });
+  }
+  return entries;
 }
 
 /** Decodes the octal escapes (\\040 for a space) that /proc/self/mountinfo uses in paths. */
@@ -150,16 +234,8 @@ function decodeMountinfoPath(field: string): string {
  * a request to this very filesystem.
  */
 async function setReadAhead(mountpoint: string, kib: number, logger: Logger): Promise<void> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  let device: string | undefined;
-  for (const line of mountinfo.split('\n')) {
-    const fields = line.split(' ');
-    const separator = fields.indexOf('-');
-    if (fields.length < 5 || separator < 0) continue;
-    // The last match wins: it is the mount on top.
-    if (decodeMountinfoPath(fields[4]!) === mountpoint && fields[separator + 1]?.startsWith('fuse')) device = fields[2];
-  }
-
+  const mount = (await readMountinfo()).findLast((entry) => entry.mountpoint === mountpoint && entry.fstype.startsWith('fuse'));
+  const device = mount?.device;
   if (device === undefined) {
     logger.warn({ mountpoint }, 'cannot set the readahead window: the mount is missing from /proc/self/mountinfo');
     return;
@@ -221,7 +297,7 @@ export class FuseSession {
    */
   static async mount(options: FuseMountOptions, operations: FilesystemOperations, logger: Logger): Promise<FuseSession> {
     const mountpoint = isDescriptorMountpoint(options.mountpoint) ? options.mountpoint : path.resolve(options.mountpoint);
-    if (!isDescriptorMountpoint(mountpoint)) await checkMountpoint(mountpoint);
+    if (!isDescriptorMountpoint(mountpoint)) await checkMountpoint(mountpoint, logger);
 
     const addon = loadNativeAddon();
     const session = new FuseSession(mountpoint, operations, logger, options.onOperationDone);

@@ -4,7 +4,8 @@
  * - no object, complete or partial, exists under the file's name, because
  *   a multipart upload becomes an object only when it completes;
  * - the mount point is usable again without any manual step: the mount was
- *   made with auto_unmount, so the kernel mount goes away with the daemon,
+ *   made with auto_unmount, so the kernel mount goes away with the daemon
+ *   (or, when libfuse's helper misses it, the next daemon detaches it),
  *   and nothing answers "Transport endpoint is not connected";
  * - a new daemon mounts on the same mount point, and at its start it aborts
  *   the incomplete upload the killed daemon left (`--stale-upload-age 0`).
@@ -95,15 +96,20 @@ describe.each(BACKENDS)('crash during a large write on %s', (backendName) => {
     expect(leftBehind.length).toBeGreaterThan(0);
 
     // auto_unmount removes the mount once the daemon is gone, so the directory is plain again.
-    expect(await waitFor(async () => !(await isMounted(mountpoint!)), 30_000)).toBe(true);
-    const listing = await shell(`ls -la '${mountpoint}'`);
-    expect(listing.stderr).not.toContain('Transport endpoint is not connected');
-    expect(listing.status).toBe(0);
-    expect(await readdir(mountpoint)).toEqual([]);
+    // libfuse's helper sometimes misses it (see checkMountpoint in src/fuse/session.ts). Then the next
+    // daemon on the mount point detaches the dead mount before it mounts.
+    const autoUnmounted = await waitFor(async () => !(await isMounted(mountpoint!)), 10_000);
+    if (autoUnmounted) {
+      const listing = await shell(`ls -la '${mountpoint}'`);
+      expect(listing.stderr).not.toContain('Transport endpoint is not connected');
+      expect(listing.status).toBe(0);
+      expect(await readdir(mountpoint)).toEqual([]);
+    }
 
     // A new daemon on the same mount point removes the upload the killed one left.
     const second = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--stale-upload-age', '0'], mountpoint });
     daemons.push(second);
+    if (!autoUnmounted) expect(second.logs()).toContain('detached the dead FUSE mount');
     // The cleanup runs in the background once the mount is ready.
     let remaining = await backend.listIncompleteUploads(bucket);
     for (let attempt = 0; attempt < 60 && remaining.length > 0; attempt += 1) {
