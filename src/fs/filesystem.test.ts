@@ -361,3 +361,77 @@ describe('read-only mount', () => {
     expect(memory.keys()).toEqual(['d/g', 'f']);
   });
 });
+
+describe('page cache on open', () => {
+  /** Opens `path` read-only and returns the handle with the keepCache flag the kernel would get. */
+  async function openForReading(mount: ReturnType<typeof createTestMount>['mount'], fs: ReturnType<typeof createTestMount>['fs'], path: string) {
+    const ino = await mount.lookup(path);
+    const reply = await fs.open(ino, O_RDONLY, context);
+    return { ino, fh: reply.fh, keepCache: reply.keepCache === true };
+  }
+
+  it('keeps pages when the same version is reopened', async () => {
+    const { memory, mount, fs } = createTestMount();
+    memory.putRaw('f', 'first');
+
+    const first = await openForReading(mount, fs, 'f');
+    expect(first.keepCache).toBe(false);
+    await mount.close(first);
+
+    const second = await openForReading(mount, fs, 'f');
+    expect(second.keepCache).toBe(true);
+    await mount.close(second);
+  });
+
+  it('drops pages when the object changed', async () => {
+    const { memory, mount, fs, clock } = createTestMount({ config: { metadataTtlMs: 1000 } });
+    memory.putRaw('f', 'first');
+    await mount.close(await openForReading(mount, fs, 'f'));
+
+    memory.putRaw('f', 'second version');
+    clock.advance(1001);
+    const changed = await openForReading(mount, fs, 'f');
+    expect(changed.keepCache).toBe(false);
+    await mount.close(changed);
+
+    const again = await openForReading(mount, fs, 'f');
+    expect(again.keepCache).toBe(true);
+    await mount.close(again);
+  });
+
+  it('drops pages while a handle reads an older version', async () => {
+    const { memory, mount, fs, clock } = createTestMount({ config: { metadataTtlMs: 1000 } });
+    memory.putRaw('f', 'first');
+    const old = await openForReading(mount, fs, 'f');
+
+    memory.putRaw('f', 'second version');
+    clock.advance(1001);
+    const newer = await openForReading(mount, fs, 'f');
+    expect(newer.keepCache).toBe(false);
+    await mount.close(newer);
+
+    // The old handle may still add pages of the first version, so the next open drops them too.
+    const whileOldOpen = await openForReading(mount, fs, 'f');
+    expect(whileOldOpen.keepCache).toBe(false);
+    await mount.close(whileOldOpen);
+    await mount.close(old);
+
+    const afterOldClosed = await openForReading(mount, fs, 'f');
+    expect(afterOldClosed.keepCache).toBe(false);
+    await mount.close(afterOldClosed);
+    const settled = await openForReading(mount, fs, 'f');
+    expect(settled.keepCache).toBe(true);
+    await mount.close(settled);
+  });
+
+  it('drops pages after a write through the mount', async () => {
+    const { memory, mount, fs } = createTestMount();
+    memory.putRaw('f', 'first');
+    await mount.close(await openForReading(mount, fs, 'f'));
+
+    await mount.writeFile('f', Buffer.from('written here'));
+    const afterWrite = await openForReading(mount, fs, 'f');
+    expect(afterWrite.keepCache).toBe(false);
+    await mount.close(afterWrite);
+  });
+});

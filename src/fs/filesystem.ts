@@ -349,9 +349,35 @@ export class BucketFilesystem implements FilesystemOperations {
       this.readahead.opened(inode.path);
     }
 
+    const keepCache = this.keepsPageCache(inode, handle);
     const fh = this.addHandle(handle);
     this.inodes.opened(inode);
-    return { fh };
+    return keepCache ? { fh, keepCache } : { fh };
+  }
+
+  /**
+   * Decides whether an open keeps the kernel's cached pages of the inode, so
+   * that re-reading an unchanged object is served from the page cache. Pages
+   * are kept only when the open pins the same object version as the opens
+   * that filled them and no open handle reads another version, because such
+   * a handle could add pages of its version after this open.
+   */
+  private keepsPageCache(inode: Inode, handle: FileHandle): boolean {
+    const version = handle.reader?.version;
+    if (version === undefined || version === '' || this.writers.has(inode.ino)) {
+      inode.pageCacheVersion = undefined;
+      return false;
+    }
+
+    let otherVersionOpen = false;
+    for (const other of this.handles.values()) {
+      if (other.kind === 'file' && other.ino === inode.ino && (other.writable || other.reader?.version !== version)) otherVersionOpen = true;
+    }
+
+    const keep = !otherVersionOpen && inode.pageCacheVersion === version;
+    // Without keepCache the kernel drops the inode's pages at this open, so from now on they hold this version.
+    inode.pageCacheVersion = otherVersionOpen ? undefined : version;
+    return keep;
   }
 
   async read(ino: number, fh: number, offset: number, size: number, _context?: RequestContext): Promise<ReadData> {
@@ -794,6 +820,8 @@ export class BucketFilesystem implements FilesystemOperations {
   // Helpers: writing
 
   private async openWriter(inode: Inode, truncate: boolean): Promise<void> {
+    // Pages written through the mount are not any object version's.
+    inode.pageCacheVersion = undefined;
     const existing = this.writers.get(inode.ino);
     if (existing !== undefined) {
       existing.handles += 1;
@@ -886,6 +914,7 @@ export class BucketFilesystem implements FilesystemOperations {
 
   /** setattr with a size: through the open writer when there is one, otherwise a rewrite of the object. */
   private async truncateFile(inode: Inode, size: number): Promise<void> {
+    inode.pageCacheVersion = undefined;
     const entry = this.writers.get(inode.ino);
     if (entry !== undefined) {
       await entry.writer.truncate(size);

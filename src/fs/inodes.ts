@@ -54,6 +54,12 @@ export interface Inode {
   /** Clock time when `info` was obtained. */
   infoFetchedAtMs: number;
   overrides: AttributeOverrides;
+  /**
+   * Object version whose pages the kernel's page cache may hold for this
+   * inode, or undefined when it may hold pages of local writes or of more
+   * than one version. An open of the same version keeps those pages.
+   */
+  pageCacheVersion: string | undefined;
 }
 
 export class InodeTable {
@@ -75,6 +81,7 @@ export class InodeTable {
       info: undefined,
       infoFetchedAtMs: 0,
       overrides: {},
+      pageCacheVersion: undefined,
     };
     this.byIno.set(ROOT_INODE, root);
     this.byPath.set('', root);
@@ -125,6 +132,7 @@ export class InodeTable {
         info: undefined,
         infoFetchedAtMs: 0,
         overrides: {},
+        pageCacheVersion: undefined,
       };
       this.byIno.set(inode.ino, inode);
       this.byPath.set(path, inode);

@@ -185,6 +185,23 @@ print(len(data))
     expect(ready.body.checks.map((check) => check.name)).toEqual(['fuse-session', 'shutdown', 'credentials']);
   });
 
+  test('re-reading an unchanged file comes from the page cache', async () => {
+    const program = `
+import hashlib, sys
+with open(sys.argv[1], 'rb') as f: print(hashlib.sha256(f.read()).hexdigest())
+`;
+    const readCount = async () => sumOf(parseMetrics(await (await fetch(`${base}/metrics`)).text()), 'bucketmount_fuse_operation_duration_seconds_count', 'operation="read"');
+
+    const first = await python(program, [join(daemon.mountpoint, 'input.bin')]);
+    expect(first.stderr).toBe('');
+    const readsAfterFirst = await readCount();
+
+    // The open pins the version the first read cached, so the kernel keeps its pages and sends no read.
+    const second = await python(program, [join(daemon.mountpoint, 'input.bin')]);
+    expect(second.stdout).toBe(first.stdout);
+    expect(await readCount()).toBe(readsAfterFirst);
+  });
+
   test('readiness follows credential expiry and renewal', async () => {
     // Renewals go through the forwarder; without it they fail until the credentials expire.
     await forwarder.stop();
