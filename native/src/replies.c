@@ -176,12 +176,13 @@ static bool read_entry(napi_env env, napi_value entry, const char *method, struc
 /* Converts an `OpenReply` object. */
 static bool read_open(napi_env env, napi_value open, const char *method, struct fuse_file_info *result) {
   double fh;
-  bool direct_io, keep_cache, non_seekable;
+  bool direct_io, keep_cache, non_seekable, no_flush;
   if (!require_object(env, open, method, "open")) return false;
   if (!read_number_property(env, open, method, "fh", 0, MAX_SAFE_INTEGER, true, &fh) ||
       !read_flag_property(env, open, method, "directIo", &direct_io) ||
       !read_flag_property(env, open, method, "keepCache", &keep_cache) ||
-      !read_flag_property(env, open, method, "nonSeekable", &non_seekable)) {
+      !read_flag_property(env, open, method, "nonSeekable", &non_seekable) ||
+      !read_flag_property(env, open, method, "noFlush", &no_flush)) {
     return false;
   }
   memset(result, 0, sizeof(*result));
@@ -189,6 +190,7 @@ static bool read_open(napi_env env, napi_value open, const char *method, struct 
   result->direct_io = direct_io;
   result->keep_cache = keep_cache;
   result->nonseekable = non_seekable;
+  result->noflush = no_flush;
   return true;
 }
 

@@ -424,6 +424,17 @@ describe('page cache on open', () => {
     await mount.close(settled);
   });
 
+  it('asks for no flush on read-only opens only', async () => {
+    const { memory, mount, fs } = createTestMount();
+    memory.putRaw('f', 'first');
+
+    const reading = await openForReading(mount, fs, 'f');
+    expect((await fs.open(reading.ino, O_RDONLY, context)).noFlush).toBe(true);
+    const writing = await fs.open(reading.ino, O_WRONLY, context);
+    expect(writing.noFlush).toBeUndefined();
+    await mount.close({ ino: reading.ino, fh: writing.fh });
+  });
+
   it('drops pages after a write through the mount', async () => {
     const { memory, mount, fs } = createTestMount();
     memory.putRaw('f', 'first');

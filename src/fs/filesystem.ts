@@ -352,7 +352,12 @@ export class BucketFilesystem implements FilesystemOperations {
     const keepCache = this.keepsPageCache(inode, handle);
     const fh = this.addHandle(handle);
     this.inodes.opened(inode);
-    return keepCache ? { fh, keepCache } : { fh };
+
+    // flush does nothing for a handle that cannot write, so the kernel need not send it at close.
+    const reply: OpenReply = { fh };
+    if (keepCache) reply.keepCache = true;
+    if (!writable) reply.noFlush = true;
+    return reply;
   }
 
   /**

@@ -47,6 +47,8 @@ export interface OpenReply {
   keepCache?: boolean;
   /** Tell the kernel the file is not seekable (never set for objects). */
   nonSeekable?: boolean;
+  /** Skip the FLUSH request when the handle is closed (FOPEN_NOFLUSH, FUSE protocol 7.35; older kernels ignore it). */
+  noFlush?: boolean;
 }
 
 export interface CreateReply {

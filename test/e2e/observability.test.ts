@@ -190,16 +190,23 @@ print(len(data))
 import hashlib, sys
 with open(sys.argv[1], 'rb') as f: print(hashlib.sha256(f.read()).hexdigest())
 `;
-    const readCount = async () => sumOf(parseMetrics(await (await fetch(`${base}/metrics`)).text()), 'bucketmount_fuse_operation_duration_seconds_count', 'operation="read"');
+    const operationCount = async (operation: string) =>
+      sumOf(parseMetrics(await (await fetch(`${base}/metrics`)).text()), 'bucketmount_fuse_operation_duration_seconds_count', `operation="${operation}"`);
 
     const first = await python(program, [join(daemon.mountpoint, 'input.bin')]);
     expect(first.stderr).toBe('');
-    const readsAfterFirst = await readCount();
+    const readsAfterFirst = await operationCount('read');
+    const flushesAfterFirst = await operationCount('flush');
+    const opensAfterFirst = await operationCount('open');
 
     // The open pins the version the first read cached, so the kernel keeps its pages and sends no read.
     const second = await python(program, [join(daemon.mountpoint, 'input.bin')]);
     expect(second.stdout).toBe(first.stdout);
-    expect(await readCount()).toBe(readsAfterFirst);
+    expect(await operationCount('read')).toBe(readsAfterFirst);
+
+    // A read-only handle asks the kernel not to send FLUSH at close.
+    expect(await operationCount('open')).toBe(opensAfterFirst + 1);
+    expect(await operationCount('flush')).toBe(flushesAfterFirst);
   });
 
   test('readiness follows credential expiry and renewal', async () => {
