@@ -58,6 +58,7 @@ import { BlockCache } from '../cache/block-cache.js';
 import { MetadataCache, type CachedEntry } from '../cache/metadata-cache.js';
 import { ObjectReader, ReadaheadShare } from '../read/reader.js';
 import { MemoryBudget } from '../write/memory-budget.js';
+import { PartBufferPool } from '../write/part-buffers.js';
 import { planPartSizes, type PartSizePlan } from '../write/part-size.js';
 import { PendingAborts } from '../write/pending-aborts.js';
 import { FileWriter } from '../write/writer.js';
@@ -154,6 +155,8 @@ export class BucketFilesystem implements FilesystemOperations {
   private readonly blocks: BlockCache;
   private readonly readahead: FileReadahead;
   private readonly budget: MemoryBudget;
+  /** Part buffers shared by this mount's writers. */
+  private readonly partBuffers = new PartBufferPool();
   /** Failed multipart uploads whose abort must be retried; shared by every writer of this mount. */
   private readonly pendingAborts: PendingAborts;
   private readonly plan: PartSizePlan;
@@ -872,6 +875,7 @@ export class BucketFilesystem implements FilesystemOperations {
       signal: this.shutdownController.signal,
       now: () => this.clock.now(),
       pendingAborts: this.pendingAborts,
+      partBuffers: this.partBuffers,
     });
     this.writers.set(inode.ino, { writer, handles: 1 });
   }

@@ -65,7 +65,8 @@ export class MultipartUpload {
   }
 
   /** Waits for room, then starts uploading one part. Rejects with the first earlier part failure. */
-  async addPart(partNumber: number, body: Buffer): Promise<void> {
+  /** Queues a part for upload; `uploaded` runs once it is in the bucket, when nothing refers to `body` any more. */
+  async addPart(partNumber: number, body: Buffer, uploaded?: () => void): Promise<void> {
     this.throwIfFailed();
     const uploadId = await this.ensureCreated();
 
@@ -83,6 +84,7 @@ export class MultipartUpload {
       .then(
         (part) => {
           this.completed.push(part);
+          uploaded?.();
         },
         (error: unknown) => {
           this.failure ??= error;

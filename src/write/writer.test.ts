@@ -74,6 +74,31 @@ describe('streaming writes', () => {
     expect(memory.getRaw('held.bin')!.equals(data)).toBe(true);
   });
 
+  it('reuses part buffers only after their upload', async () => {
+    const { memory, mount, store, fs } = createTestMount(smallParts);
+    const first = patternBytes(6 * MiB, 1);
+    const second = patternBytes(6 * MiB, 2);
+    const files = [await mount.open('first.bin', O_WRONLY | O_CREAT | O_TRUNC), await mount.open('second.bin', O_WRONLY | O_CREAT | O_TRUNC)];
+
+    // Parts wait in the store before it copies them, while the other file keeps taking buffers.
+    store.hold((operation) => operation === 'uploadPart');
+    const chunk = 256 * 1024;
+    const writing = (async () => {
+      for (let offset = 0; offset < first.length; offset += chunk) {
+        await fs.write(files[0]!.ino, files[0]!.fh, offset, first.subarray(offset, offset + chunk), context);
+        await fs.write(files[1]!.ino, files[1]!.fh, offset, second.subarray(offset, offset + chunk), context);
+      }
+    })();
+    await settle(50);
+    expect(store.held).toBeGreaterThan(0);
+
+    store.release();
+    await writing;
+    for (const file of files) await mount.close(file);
+    expect(memory.getRaw('first.bin')!.equals(first)).toBe(true);
+    expect(memory.getRaw('second.bin')!.equals(second)).toBe(true);
+  });
+
   it('stores a file smaller than one part with a single PUT', async () => {
     const { memory, mount, store } = createTestMount(smallParts);
     await mount.writeFile('small.txt', Buffer.from('hello world'));

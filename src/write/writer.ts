@@ -45,6 +45,7 @@ import { StoreError } from '../store/errors.js';
 import { getWithRetry } from '../read/get-retry.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { MultipartUpload } from './multipart.js';
+import type { PartBufferPool } from './part-buffers.js';
 import type { PendingAborts } from './pending-aborts.js';
 import { partSizeFor, type PartSizePlan } from './part-size.js';
 import { SpillFile } from './spill-file.js';
@@ -72,6 +73,8 @@ export interface FileWriterOptions {
   now: () => number;
   /** Retries aborts of failed multipart uploads that could not be aborted at once. */
   pendingAborts?: PendingAborts;
+  /** Buffers for parts, shared by the writers of a mount; without it every part gets a new buffer. */
+  partBuffers?: PartBufferPool;
 }
 
 export interface WriteOptions {
@@ -89,11 +92,12 @@ interface StreamingState {
   kind: 'streaming';
   /** Part 1, once full; uploaded at completion. */
   heldFirstPart: Buffer | undefined;
-  /** Number of the part being filled in `chunks`. */
+  /** Number of the part being filled in `part`. */
   partNumber: number;
-  chunks: Buffer[];
+  /** Buffer of the part being filled, as large as the part; its first `bufferedLength` bytes are content. */
+  part: Buffer | undefined;
   bufferedLength: number;
-  /** File offset of the first byte in `chunks`. */
+  /** File offset of the first byte in `part`. */
   bufferStart: number;
   /** Created when part 2 is cut; a file of at most two parts without it is one PUT. */
   upload: MultipartUpload | undefined;
@@ -330,10 +334,8 @@ export class FileWriter {
         return;
       }
       if (size >= state.bufferStart) {
-        const current = this.consolidate(state);
         const kept = size - state.bufferStart;
-        this.options.budget.release(current.length - kept);
-        state.chunks = [current.subarray(0, kept)];
+        this.options.budget.release(state.bufferedLength - kept);
         state.bufferedLength = kept;
         this.size = size;
         return;
@@ -358,7 +360,7 @@ export class FileWriter {
   // Streaming
 
   private newStreamingState(): StreamingState {
-    return { kind: 'streaming', heldFirstPart: undefined, partNumber: 1, chunks: [], bufferedLength: 0, bufferStart: 0, upload: undefined };
+    return { kind: 'streaming', heldFirstPart: undefined, partNumber: 1, part: undefined, bufferedLength: 0, bufferStart: 0, upload: undefined };
   }
 
   private partSize(partNumber: number): number {
@@ -368,18 +370,29 @@ export class FileWriter {
   private async appendStreaming(state: StreamingState, data: Buffer): Promise<void> {
     let remaining = data;
     while (remaining.length > 0) {
-      const room = this.partSize(state.partNumber) - state.bufferedLength;
+      const partSize = this.partSize(state.partNumber);
+      state.part ??= this.takePartBuffer(partSize);
+
       // A copy, because the caller may reuse its buffer once the write returns.
-      const piece = Buffer.from(remaining.subarray(0, room));
-      remaining = remaining.subarray(piece.length);
+      const count = Math.min(partSize - state.bufferedLength, remaining.length);
+      remaining.copy(state.part, state.bufferedLength, 0, count);
+      remaining = remaining.subarray(count);
 
-      state.chunks.push(piece);
-      state.bufferedLength += piece.length;
-      this.options.budget.reserve(piece.length);
-      this.size += piece.length;
+      state.bufferedLength += count;
+      this.options.budget.reserve(count);
+      this.size += count;
 
-      if (state.bufferedLength === this.partSize(state.partNumber)) await this.cutPart(state);
+      if (state.bufferedLength === partSize) await this.cutPart(state);
     }
+  }
+
+  private takePartBuffer(size: number): Buffer {
+    return this.options.partBuffers?.take(size) ?? Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Hands the buffers back once their upload succeeded; nothing refers to them then. */
+  private recycle(...buffers: (Buffer | undefined)[]): void {
+    for (const buffer of buffers) if (buffer !== undefined) this.options.partBuffers?.give(buffer);
   }
 
   private async appendZeros(state: StreamingState, count: number): Promise<void> {
@@ -393,7 +406,7 @@ export class FileWriter {
   private async cutPart(state: StreamingState): Promise<void> {
     const body = this.consolidate(state);
     const partNumber = state.partNumber;
-    state.chunks = [];
+    state.part = undefined;
     state.bufferStart += state.bufferedLength;
     state.bufferedLength = 0;
     state.partNumber += 1;
@@ -407,16 +420,15 @@ export class FileWriter {
     this.options.budget.release(body.length);
     state.upload ??= this.newMultipartUpload();
     try {
-      await state.upload.addPart(partNumber, body);
+      await state.upload.addPart(partNumber, body, () => this.recycle(body));
     } catch (error) {
       throw await this.failStreaming(state, error);
     }
   }
 
-  /** Joins the buffered chunks into one buffer (kept as the only chunk) and returns it. */
+  /** Returns the content of the part being filled, a view of its buffer. */
   private consolidate(state: StreamingState): Buffer {
-    if (state.chunks.length !== 1) state.chunks = [Buffer.concat(state.chunks, state.bufferedLength)];
-    return state.chunks[0] ?? Buffer.alloc(0);
+    return state.part === undefined ? Buffer.alloc(0) : state.part.subarray(0, state.bufferedLength);
   }
 
   private readStreaming(state: StreamingState, offset: number, length: number): Buffer {
@@ -441,7 +453,8 @@ export class FileWriter {
         );
       }
     }
-    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+    // A copy: the part buffers are reused once uploaded, while a read reply may still refer to its data.
+    return Buffer.concat(pieces);
   }
 
   /** Sends part 1 and the last part and completes; a file that never needed parts is one PUT. */
@@ -453,12 +466,16 @@ export class FileWriter {
     try {
       if (state.upload === undefined) {
         const body = held === undefined ? current : Buffer.concat([held, current]);
-        return await store.put(this.key, body, { signal: this.options.signal });
+        const info = await store.put(this.key, body, { signal: this.options.signal });
+        // The caller drops the state next, and this writer reads nothing in between.
+        this.recycle(held, state.part);
+        return info;
       }
 
       const upload = state.upload;
-      await upload.addPart(1, held!);
-      if (current.length > 0) await upload.addPart(state.partNumber, current);
+      await upload.addPart(1, held!, () => this.recycle(held));
+      const last = state.part;
+      if (current.length > 0) await upload.addPart(state.partNumber, current, () => this.recycle(last));
       return await upload.complete();
     } catch (error) {
       throw await this.failStreaming(state, error);
@@ -483,7 +500,7 @@ export class FileWriter {
 
   private releaseStreamingMemory(state: StreamingState): void {
     this.options.budget.release(state.bufferedLength + (state.heldFirstPart?.length ?? 0));
-    state.chunks = [];
+    state.part = undefined;
     state.bufferedLength = 0;
     state.heldFirstPart = undefined;
   }

@@ -1,0 +1,56 @@
+/**
+ * Reuses the buffers that multipart parts are assembled in.
+ *
+ * A part buffer is megabytes of memory outside the JavaScript heap, and V8
+ * runs a full garbage collection whenever such memory grows by tens of
+ * megabytes. With a new buffer for every part, garbage collection took 2.3 s
+ * of CPU in a streaming write of 1 GiB to MinIO; with reuse, 1.2 s (the rest
+ * comes from the buffers of the write requests themselves).
+ *
+ * A buffer is given back only when nothing refers to it any more: after its
+ * part or object was uploaded successfully. Failed uploads drop theirs,
+ * because the HTTP layer may still hold a failed request's body.
+ */
+
+/** Idle buffers kept per size; a streaming writer needs one while its last part uploads. */
+const IDLE_BUFFERS_PER_SIZE = 2;
+
+/** Idle buffers are freed after this long without use, so a mount that stopped writing gives the memory back. */
+const IDLE_RELEASE_MS = 30_000;
+
+export class PartBufferPool {
+  private readonly idle = new Map<number, Buffer[]>();
+  private releaseTimer: NodeJS.Timeout | undefined;
+
+  /** Bytes held by idle buffers. */
+  get idleBytes(): number {
+    let total = 0;
+    for (const [size, buffers] of this.idle) total += size * buffers.length;
+    return total;
+  }
+
+  /** Returns a buffer of exactly `size` bytes with unspecified content. */
+  take(size: number): Buffer {
+    const reused = this.idle.get(size)?.pop();
+    return reused ?? Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Takes back a buffer from `take` once nothing refers to it. */
+  give(buffer: Buffer): void {
+    const buffers = this.idle.get(buffer.length) ?? [];
+    if (buffers.length >= IDLE_BUFFERS_PER_SIZE) return;
+    buffers.push(buffer);
+    this.idle.set(buffer.length, buffers);
+
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = setTimeout(() => this.clear(), IDLE_RELEASE_MS);
+    this.releaseTimer.unref();
+  }
+
+  /** Frees every idle buffer. */
+  clear(): void {
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    this.idle.clear();
+  }
+}
