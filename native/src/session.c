@@ -20,6 +20,7 @@
  */
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -1062,6 +1063,38 @@ static void finalize_addon(napi_env env, void *data, void *hint) {
   free(addon);
 }
 
+/*
+ * setLargeAllocationThreshold(bytes) -> boolean
+ *
+ * Makes glibc serve allocations of at least `bytes` with their own mmap, so
+ * that freeing a block or part buffer gives its memory back to the system at
+ * once. By default glibc raises that threshold after the first such buffer is
+ * freed and then carves later ones from its heap, where freed buffers stay
+ * resident. Writing and reading 4 GiB under --memory-limit 256MiB peaked at
+ * 398 MiB RSS that way and at 333 MiB with a 2 MiB threshold. Returns false
+ * where this cannot be set (a C library other than glibc, or a value mallopt
+ * rejects).
+ */
+static napi_value js_set_large_allocation_threshold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  BM_CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+
+  double bytes = 0;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &bytes) != napi_ok || !(bytes >= 4096 && bytes <= 32.0 * 1024 * 1024)) {
+    return throw_error(env, "ERR_INVALID_ARG_VALUE", "setLargeAllocationThreshold(bytes) needs a number of bytes from 4096 to 32 MiB");
+  }
+
+  bool applied = false;
+#ifdef __GLIBC__
+  applied = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
+#endif
+
+  napi_value result;
+  BM_CHECK(env, napi_get_boolean(env, applied, &result));
+  return result;
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor methods[16];
   size_t count = 0;
@@ -1086,6 +1119,11 @@ static napi_value init_module(napi_env env, napi_value exports) {
   BM_CHECK(env, napi_create_function(env, "mount", NAPI_AUTO_LENGTH, js_mount, NULL, &mount));
   BM_CHECK(env, napi_set_named_property(env, exports, "mount", mount));
   BM_CHECK(env, napi_set_named_property(env, exports, "FuseNativeSession", constructor));
+
+  napi_value threshold;
+  BM_CHECK(env, napi_create_function(env, "setLargeAllocationThreshold", NAPI_AUTO_LENGTH, js_set_large_allocation_threshold,
+                                     NULL, &threshold));
+  BM_CHECK(env, napi_set_named_property(env, exports, "setLargeAllocationThreshold", threshold));
 
   napi_value version;
   BM_CHECK(env, napi_create_string_utf8(env, fuse_pkgversion(), NAPI_AUTO_LENGTH, &version));

@@ -163,6 +163,12 @@ export interface NativeAddon {
    * timeout after `timeoutMs`, a socket error, or a descriptor that is not /dev/fuse.
    */
   receiveDescriptor(path: string, timeoutMs: number): Promise<ReceivedDescriptor>;
+  /**
+   * Has the C library give allocations of at least `bytes` (4 KiB to 32 MiB)
+   * back to the system as soon as they are freed. Returns false where the C
+   * library offers no such setting.
+   */
+  setLargeAllocationThreshold(bytes: number): boolean;
   libfuseVersion: string;
 }
 

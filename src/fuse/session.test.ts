@@ -565,6 +565,16 @@ if libc.mount(b'memory', sys.argv[1].encode(), b'fuse.bucketmount-test', 6, opti
   });
 });
 
+describe('native allocation threshold', () => {
+  it('accepts 2 MiB and rejects sizes out of range', () => {
+    const addon = loadNativeAddon();
+    // glibc, which this machine runs, has the setting.
+    expect(addon.setLargeAllocationThreshold(2 * 1024 * 1024)).toBe(true);
+    expect(() => addon.setLargeAllocationThreshold(1)).toThrow(/4096 to 32 MiB/);
+    expect(() => addon.setLargeAllocationThreshold(64 * 1024 * 1024)).toThrow(/4096 to 32 MiB/);
+  });
+});
+
 describe('native reply methods', () => {
   it('validate request handles and reply kinds', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     const mountpoint = newMountpoint();

@@ -27,6 +27,7 @@ import {
   type NativeInitInfo,
   type NativeLogEntry,
   type NativeOperation,
+  type NativeAddon,
   type NativeRequest,
   type NativeSession,
   type NativeTimeoutInfo,
@@ -123,6 +124,27 @@ function transferredBytes(op: FuseOperation, value: unknown): number {
 
 function isDescriptorMountpoint(mountpoint: string): boolean {
   return /^\/dev\/fd\/\d+$/.test(mountpoint);
+}
+
+/**
+ * Allocations from this size up (cache blocks, upload parts) get their own
+ * mapping, which is unmapped when the buffer is freed. Write requests of up to
+ * 1 MiB stay below it, so the many of them do not each cost a mapping.
+ */
+const LARGE_ALLOCATION_BYTES = 2 * 1024 * 1024;
+
+let largeAllocationThresholdSet = false;
+
+/** Keeps the resident memory of freed blocks and parts from piling up in the C library's heap, once per process. */
+function returnLargeBuffersToSystem(addon: NativeAddon, logger: Logger): void {
+  if (largeAllocationThresholdSet) return;
+  largeAllocationThresholdSet = true;
+
+  if (addon.setLargeAllocationThreshold(LARGE_ALLOCATION_BYTES)) {
+    logger.debug({ bytes: LARGE_ALLOCATION_BYTES }, 'buffers of this size and larger are returned to the system when freed');
+  } else {
+    logger.info({ bytes: LARGE_ALLOCATION_BYTES }, 'the C library has no mmap threshold to set; freed buffers may stay resident, and RSS may exceed --memory-limit by more');
+  }
 }
 
 /** Errors of a FUSE mount whose daemon is gone: ENOTCONN, or ECONNABORTED when a request was cut off by the abort. */
@@ -300,6 +322,7 @@ export class FuseSession {
     if (!isDescriptorMountpoint(mountpoint)) await checkMountpoint(mountpoint, logger);
 
     const addon = loadNativeAddon();
+    returnLargeBuffersToSystem(addon, logger);
     const session = new FuseSession(mountpoint, operations, logger, options.onOperationDone);
     const maxBackground = options.maxBackground ?? DEFAULT_MAX_BACKGROUND;
 
