@@ -69,7 +69,10 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
       throw new UsageError(`mount point ${mountpoint} is not a directory: give an empty directory`);
     }
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    // A dead FUSE mount left by a killed daemon: the FUSE session detaches it before mounting.
+    if (code === 'ENOTCONN' || code === 'ECONNABORTED') return;
+    if (code !== 'ENOENT') throw error;
     throw new UsageError(`mount point ${mountpoint} does not exist: create it with "mkdir -p ${mountpoint}"`);
   }
 }

@@ -126,4 +126,29 @@ describe.each(BACKENDS)('crash during a large write on %s', (backendName) => {
 
     expect(await second.stop()).toBe(0);
   }, 300_000);
+
+  test('a new daemon detaches a dead mount left at its mount point', async () => {
+    const first = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: backend.connectionArgs() });
+    daemons.push(first);
+    const deadMountpoint = first.mountpoint;
+
+    // Killing libfuse's auto_unmount helper along with the daemon leaves the dead mount for certain.
+    const helpers = await shell(`pgrep -f '[f]usermount3 .*${deadMountpoint}'`);
+    expect(helpers.stdout.trim()).not.toBe('');
+    expect((await shell(`kill -9 ${helpers.stdout.trim().split('\n').join(' ')}`)).status).toBe(0);
+    first.process.kill('SIGKILL');
+    await first.exited;
+    expect(await isMounted(deadMountpoint)).toBe(true);
+    expect((await shell(`stat '${deadMountpoint}'`)).stderr).toContain('Transport endpoint is not connected');
+
+    const second = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: backend.connectionArgs(), mountpoint: deadMountpoint });
+    daemons.push(second);
+    expect(second.logs()).toContain('detached the dead FUSE mount');
+    const roundTrip = await shell(`echo recovered > '${deadMountpoint}/recovered.txt' && cat '${deadMountpoint}/recovered.txt'`);
+    expect(roundTrip.stderr).toBe('');
+    expect(roundTrip.stdout).toBe('recovered\n');
+
+    expect(await second.stop()).toBe(0);
+    await removeMountpoint(deadMountpoint);
+  }, 120_000);
 });
