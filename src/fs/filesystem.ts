@@ -379,7 +379,10 @@ export class BucketFilesystem implements FilesystemOperations {
 
     let otherVersionOpen = false;
     for (const other of this.handles.values()) {
-      if (other.kind === 'file' && other.ino === inode.ino && (other.writable || other.reader?.version !== version)) otherVersionOpen = true;
+      if (other.kind === 'file' && other.ino === inode.ino && (other.writable || other.reader?.version !== version)) {
+        otherVersionOpen = true;
+        break;
+      }
     }
 
     const keep = !otherVersionOpen && inode.pageCacheVersion === version;

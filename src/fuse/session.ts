@@ -156,10 +156,10 @@ const DEAD_MOUNT_PROBE_TIMEOUT_MS = 5_000;
 /**
  * Rejects a mount point that does not exist or is not a directory. A dead
  * FUSE mount there is detached, so that a restarted daemon recovers its
- * mount point on its own. Such a mount stays when a daemon is killed and
- * libfuse's auto_unmount helper misses it: the helper unmounts only if its
+ * mount point on its own. Such a mount remains when a daemon is killed and
+ * libfuse's auto_unmount helper misses it. The helper unmounts only if its
  * open of the mount point fails with ENOTCONN, and it sometimes gets
- * ECONNABORTED because its request was cut off by the abort of the connection.
+ * ECONNABORTED because the connection was aborted while its request waited.
  */
 async function checkMountpoint(mountpoint: string, logger: Logger): Promise<void> {
   // Dead mounts can be stacked; a few rounds clear them, and the bound stops a detach that does not take.
@@ -212,7 +212,7 @@ async function probeFuseMount(mountpoint: string, logger: Logger): Promise<NodeJ
 }
 
 async function detachDeadMount(mountpoint: string, logger: Logger): Promise<void> {
-  logger.warn({ mountpoint }, 'the mount point holds a dead FUSE mount whose daemon is gone; detaching it');
+  logger.warn({ mountpoint }, 'found a dead FUSE mount at the mount point (its daemon is gone); detaching it');
   try {
     await detachMount(mountpoint, true);
   } catch (error) {
@@ -225,7 +225,6 @@ interface MountinfoEntry {
   device: string;
   mountpoint: string;
   fstype: string;
-  source: string;
 }
 
 /** Mounts of this process's namespace, in mount order (the last entry for a path is the one on top). */
@@ -239,7 +238,6 @@ async function readMountinfo(): Promise<MountinfoEntry[]> {
       device: fields[2]!,
       mountpoint: decodeMountinfoPath(fields[4]!),
       fstype: fields[separator + 1] ?? '',
-      source: decodeMountinfoPath(fields[separator + 2] ?? ''),
     });
   }
   return entries;

@@ -73,8 +73,8 @@ export interface FileWriterOptions {
   now: () => number;
   /** Retries aborts of failed multipart uploads that could not be aborted at once. */
   pendingAborts?: PendingAborts;
-  /** Buffers for parts, shared by the writers of a mount; without it every part gets a new buffer. */
-  partBuffers?: PartBufferPool;
+  /** Buffers for parts, shared by the writers of a mount. */
+  partBuffers: PartBufferPool;
 }
 
 export interface WriteOptions {
@@ -292,7 +292,7 @@ export class FileWriter {
 
     // Into the part being filled, possibly running past the end.
     if (offset >= state.bufferStart) {
-      const current = this.consolidate(state);
+      const current = this.partContent(state);
       const overlap = Math.min(end, this.size) - offset;
       data.copy(current, offset - state.bufferStart, 0, overlap);
       if (overlap < data.length) await this.appendStreaming(state, data.subarray(overlap));
@@ -371,7 +371,7 @@ export class FileWriter {
     let remaining = data;
     while (remaining.length > 0) {
       const partSize = this.partSize(state.partNumber);
-      state.part ??= this.takePartBuffer(partSize);
+      state.part ??= this.options.partBuffers.take(partSize);
 
       // A copy, because the caller may reuse its buffer once the write returns.
       const count = Math.min(partSize - state.bufferedLength, remaining.length);
@@ -386,13 +386,9 @@ export class FileWriter {
     }
   }
 
-  private takePartBuffer(size: number): Buffer {
-    return this.options.partBuffers?.take(size) ?? Buffer.allocUnsafeSlow(size);
-  }
-
   /** Hands the buffers back once their upload succeeded; nothing refers to them then. */
   private recycle(...buffers: (Buffer | undefined)[]): void {
-    for (const buffer of buffers) if (buffer !== undefined) this.options.partBuffers?.give(buffer);
+    for (const buffer of buffers) if (buffer !== undefined) this.options.partBuffers.give(buffer);
   }
 
   private async appendZeros(state: StreamingState, count: number): Promise<void> {
@@ -404,7 +400,7 @@ export class FileWriter {
 
   /** Moves the full part out of the buffer: part 1 into memory, later parts to the upload. */
   private async cutPart(state: StreamingState): Promise<void> {
-    const body = this.consolidate(state);
+    const body = this.partContent(state);
     const partNumber = state.partNumber;
     state.part = undefined;
     state.bufferStart += state.bufferedLength;
@@ -427,7 +423,7 @@ export class FileWriter {
   }
 
   /** Returns the content of the part being filled, a view of its buffer. */
-  private consolidate(state: StreamingState): Buffer {
+  private partContent(state: StreamingState): Buffer {
     return state.part === undefined ? Buffer.alloc(0) : state.part.subarray(0, state.bufferedLength);
   }
 
@@ -443,7 +439,7 @@ export class FileWriter {
         pieces.push(held.subarray(position, stop));
         position = stop;
       } else if (position >= state.bufferStart) {
-        const current = this.consolidate(state);
+        const current = this.partContent(state);
         pieces.push(current.subarray(position - state.bufferStart, end - state.bufferStart));
         position = end;
       } else {
@@ -461,7 +457,7 @@ export class FileWriter {
   private async finishStreaming(state: StreamingState): Promise<ObjectInfo> {
     const { store } = this.options;
     const held = state.heldFirstPart;
-    const current = this.consolidate(state);
+    const current = this.partContent(state);
 
     try {
       if (state.upload === undefined) {
@@ -535,7 +531,7 @@ export class FileWriter {
       const file = await SpillFile.create(spillDirectory);
       try {
         if (state.heldFirstPart !== undefined) await file.write(0, state.heldFirstPart);
-        await file.write(state.bufferStart, this.consolidate(state));
+        await file.write(state.bufferStart, this.partContent(state));
       } catch (error) {
         await file.close();
         throw error;

@@ -204,7 +204,7 @@ with open(sys.argv[1], 'rb') as f: print(hashlib.sha256(f.read()).hexdigest())
     expect(second.stdout).toBe(first.stdout);
     expect(await operationCount('read')).toBe(readsAfterFirst);
 
-    // A read-only handle asks the kernel not to send FLUSH at close.
+    // A read-only open replies FOPEN_NOFLUSH, so the kernel sends no FLUSH at close.
     expect(await operationCount('open')).toBe(opensAfterFirst + 1);
     expect(await operationCount('flush')).toBe(flushesAfterFirst);
   });
