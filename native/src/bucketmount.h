@@ -253,6 +253,7 @@ typedef enum {
  * session.c, main thread: takes a pending request out of the table if its
  * operation is in `allowed` and `reply_length` fits what the kernel asked for.
  */
+bool bm_renew_deadline(bm_session *session, double id);
 bm_claim_result bm_claim_request(bm_session *session, double id, uint32_t allowed, uint64_t reply_length,
                                  fuse_req_t *request, bm_operation *operation, uint64_t *reply_limit);
 

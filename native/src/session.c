@@ -313,6 +313,29 @@ bm_claim_result bm_claim_request(bm_session *session, double id, uint32_t allowe
   return BM_CLAIM_OK;
 }
 
+/*
+ * Main thread. Restarts the deadline of a pending request from now, for an
+ * operation that is slow but still making progress (a close that waits for
+ * the parts and the completion of a large upload). Every deadline is then
+ * still the start of some request plus the same timeout, so moving the slot
+ * to the tail keeps the list sorted. Returns false when the request is no
+ * longer pending or has no deadline.
+ */
+bool bm_renew_deadline(bm_session *session, double id) {
+  pthread_mutex_lock(&session->lock);
+  int32_t index = slot_find(session, id);
+  if (index < 0 || session->slots[index].state != BM_SLOT_PENDING || session->slots[index].deadline_ns == 0) {
+    pthread_mutex_unlock(&session->lock);
+    return false;
+  }
+
+  pending_remove(session, index);
+  session->slots[index].deadline_ns = bm_now_ns() + session->request_timeout_ns;
+  pending_append(session, index);
+  pthread_mutex_unlock(&session->lock);
+  return true;
+}
+
 /* Main thread. Replies EIO to a request whose message could not be turned into a JavaScript call. */
 static void fail_request(bm_session *session, double id, int error) {
   fuse_req_t request = NULL;
@@ -1039,6 +1062,27 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return undefined;
 }
 
+/*
+ * renewDeadline(id) -> boolean: restarts the request's --request-timeout
+ * deadline from now. False when the request was already answered, timed out
+ * or cancelled, or the id is unknown.
+ */
+static napi_value js_renew_deadline(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bm_session *session = bm_unwrap_session(env, info, &argc, argv);
+  if (session == NULL) return NULL;
+
+  double id = -1;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &id) != napi_ok) {
+    return throw_error(env, "ERR_INVALID_ARG_TYPE", "renewDeadline(id) needs a request id");
+  }
+
+  napi_value result;
+  BM_CHECK(env, napi_get_boolean(env, bm_renew_deadline(session, id), &result));
+  return result;
+}
+
 /* state: 'mounted' | 'unmounting' | 'closed' */
 static napi_value js_state(napi_env env, napi_callback_info info) {
   size_t argc = 0;
@@ -1101,6 +1145,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   BM_CHECK(env, bm_define_reply_methods(env, methods, &count));
   methods[count++] = (napi_property_descriptor){"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL};
   methods[count++] = (napi_property_descriptor){"state", NULL, NULL, js_state, NULL, NULL, napi_default, NULL};
+  methods[count++] = (napi_property_descriptor){"renewDeadline", NULL, js_renew_deadline, NULL, NULL, NULL, napi_default, NULL};
 
   napi_value constructor;
   BM_CHECK(env, napi_define_class(env, "FuseNativeSession", NAPI_AUTO_LENGTH, js_session_constructor, NULL, count,

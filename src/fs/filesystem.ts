@@ -428,28 +428,28 @@ export class BucketFilesystem implements FilesystemOperations {
     return entry.writer.write(offset, data, { append: handle.append, readable: handle.readable });
   }
 
-  async flush(ino: number, fh: number, _context?: RequestContext): Promise<void> {
+  async flush(ino: number, fh: number, _context?: RequestContext, renewDeadline?: () => void): Promise<void> {
     const handle = this.requireHandle(fh, 'file');
     if (!handle.writable) return;
 
     // A created or truncated file nobody wrote yet is uploaded at release, not at this flush (see onlyEmptied).
     if (this.writers.get(ino)?.writer.onlyEmptied === true) return;
-    await this.flushWriter(ino);
+    await this.flushWriter(ino, renewDeadline);
   }
 
-  async fsync(ino: number, fh: number, _dataOnly?: boolean, _context?: RequestContext): Promise<void> {
+  async fsync(ino: number, fh: number, _dataOnly?: boolean, _context?: RequestContext, renewDeadline?: () => void): Promise<void> {
     const handle = this.requireHandle(fh, 'file');
-    if (handle.writable) await this.flushWriter(ino);
+    if (handle.writable) await this.flushWriter(ino, renewDeadline);
   }
 
-  async release(ino: number, fh: number, _flags?: number): Promise<void> {
+  async release(ino: number, fh: number, _flags?: number, renewDeadline?: () => void): Promise<void> {
     const handle = this.handles.get(fh);
     this.handles.delete(fh);
     const inode = this.inodes.get(ino);
 
     if (handle?.kind === 'file') {
       handle.reader?.close();
-      if (handle.writable) await this.releaseWriter(ino);
+      if (handle.writable) await this.releaseWriter(ino, renewDeadline);
     }
     if (inode !== undefined) this.inodes.closed(inode);
   }
@@ -884,11 +884,11 @@ export class BucketFilesystem implements FilesystemOperations {
   }
 
   /** Uploads an inode's staged content if it changed, and records the new object. */
-  private async flushWriter(ino: number): Promise<void> {
+  private async flushWriter(ino: number, renewDeadline?: () => void): Promise<void> {
     const writer = this.writers.get(ino)?.writer;
     if (writer === undefined) return;
 
-    const info = await writer.flush();
+    const info = await writer.flush({ onProgress: renewDeadline });
     if (info !== undefined) this.recordUpload(ino, info);
   }
 
@@ -901,7 +901,7 @@ export class BucketFilesystem implements FilesystemOperations {
   }
 
   /** Drops one write handle; the last one uploads what is still staged and frees the writer. */
-  private async releaseWriter(ino: number): Promise<void> {
+  private async releaseWriter(ino: number, renewDeadline?: () => void): Promise<void> {
     const entry = this.writers.get(ino);
     if (entry === undefined) return;
     entry.handles -= 1;
@@ -911,7 +911,7 @@ export class BucketFilesystem implements FilesystemOperations {
     const writer = entry.writer;
     try {
       // Normally flush already uploaded; this covers writes after the last flush (such as through mmap).
-      const info = await writer.flush();
+      const info = await writer.flush({ onProgress: renewDeadline });
       if (info !== undefined) this.recordUpload(ino, info);
     } catch (error) {
       this.logger.error({ key: writer.key, err: error }, 'upload at release failed; the staged content is discarded');

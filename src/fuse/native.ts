@@ -141,6 +141,11 @@ export interface NativeSession {
    * kernel received, or false for a late reply.
    */
   replyDirectory(id: number, size: number, entries: readonly DirectoryEntry[], plus: boolean): number | false;
+  /**
+   * Restarts the deadline of a pending request from now; false when it was
+   * already answered, timed out or cancelled.
+   */
+  renewDeadline(id: number): boolean;
   /** Starts the unmount and returns at once; `handlers.exit` follows. Idempotent. */
   unmount(): void;
   readonly state: 'mounted' | 'unmounting' | 'closed';

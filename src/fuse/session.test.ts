@@ -100,6 +100,10 @@ try:
     elif operation == 'rmdir': os.rmdir(target)
     elif operation == 'symlink': os.symlink('/etc/hostname', target)
     elif operation == 'statfs': os.statvfs(target)
+    elif operation == 'write':
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(descriptor, b'data')
+        os.close(descriptor)
     print(0)
 except OSError as error:
     print(error.errno)
@@ -398,6 +402,19 @@ with open(sys.argv[2], 'wb', buffering=0) as f:
     expect(logLines.some((line) => line.msg === 'dropped a reply that arrived after the request deadline')).toBe(true);
     expect(await errnoOfChild('stat', path.join(mountpoint, 'hello.txt'))).toBe(0);
   });
+
+  for (const renewed of [true, false]) {
+    it(`a close slower than the deadline ${renewed ? 'succeeds while the flush renews it' : 'fails with ETIMEDOUT without renewals'}`, { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+      // The flush takes 2.5 deadlines; renewals every 0.3 deadlines keep it alive.
+      const filesystem = new MemoryFilesystem({ slowFlush: { durationMs: 2_500, renewEveryMs: renewed ? 300 : undefined } });
+      const { mountpoint, operationsDone } = await mountMemory(filesystem, { requestTimeoutMs: 1_000 });
+
+      const error = await errnoOfChild('write', path.join(mountpoint, 'large.bin'));
+
+      expect(error).toBe(renewed ? 0 : Errno.ETIMEDOUT);
+      expect(operationsDone).toContainEqual({ op: 'flush', errno: renewed ? 0 : Errno.ETIMEDOUT });
+    });
+  }
 
   it('propagates ENOENT, EACCES, ENOTEMPTY and EPERM', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     const filesystem = new MemoryFilesystem({ deniedOpens: new Set(['secret.txt']) });

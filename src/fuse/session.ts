@@ -7,7 +7,8 @@
  * (`FilesystemError.expected`, and ENOENT from lookup) log at debug, all
  * other failures at warn. A request that the filesystem does not finish
  * within `requestTimeoutMs` is answered with ETIMEDOUT by the addon; its late
- * result is dropped.
+ * result is dropped. Flush, fsync and release get a callback that restarts
+ * that deadline, which the filesystem calls while an upload progresses.
  *
  * Unsupported operations (symlink, link) are rejected here with EPERM, the
  * errno link(2) and symlink(2) document for a filesystem that cannot create
@@ -509,16 +510,26 @@ export class FuseSession {
           (count) => native.replyWrite(request.id, count),
         );
       case 'flush':
-        return this.#serve(request, started, () => operations.flush(request.ino, request.fh, contextOf(request)), () => native.replyError(request.id, 0));
+        return this.#serve(
+          request,
+          started,
+          () => operations.flush(request.ino, request.fh, contextOf(request), () => native.renewDeadline(request.id)),
+          () => native.replyError(request.id, 0),
+        );
       case 'fsync':
         return this.#serve(
           request,
           started,
-          () => operations.fsync(request.ino, request.fh, request.dataOnly, contextOf(request)),
+          () => operations.fsync(request.ino, request.fh, request.dataOnly, contextOf(request), () => native.renewDeadline(request.id)),
           () => native.replyError(request.id, 0),
         );
       case 'release':
-        return this.#serve(request, started, () => operations.release(request.ino, request.fh, request.flags), () => native.replyError(request.id, 0));
+        return this.#serve(
+          request,
+          started,
+          () => operations.release(request.ino, request.fh, request.flags, () => native.renewDeadline(request.id)),
+          () => native.replyError(request.id, 0),
+        );
 
       case 'create':
         return this.#serve(

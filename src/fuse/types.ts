@@ -145,9 +145,14 @@ export interface FilesystemOperations {
   open(ino: number, flags: number, context: RequestContext): Promise<OpenReply>;
   read(ino: number, fh: number, offset: number, size: number, context: RequestContext): Promise<ReadData>;
   write(ino: number, fh: number, offset: number, data: Buffer, context: RequestContext): Promise<number>;
-  flush(ino: number, fh: number, context: RequestContext): Promise<void>;
-  fsync(ino: number, fh: number, dataOnly: boolean, context: RequestContext): Promise<void>;
-  release(ino: number, fh: number, flags: number): Promise<void>;
+  /**
+   * Flush, fsync and release may wait for an upload to finish. Each call of
+   * `renewDeadline` restarts the request's --request-timeout deadline, so an
+   * upload that keeps making progress is not cut off with ETIMEDOUT.
+   */
+  flush(ino: number, fh: number, context: RequestContext, renewDeadline?: () => void): Promise<void>;
+  fsync(ino: number, fh: number, dataOnly: boolean, context: RequestContext, renewDeadline?: () => void): Promise<void>;
+  release(ino: number, fh: number, flags: number, renewDeadline?: () => void): Promise<void>;
 
   create(parent: number, name: string, mode: number, flags: number, context: RequestContext): Promise<CreateReply>;
   mknod(parent: number, name: string, mode: number, rdev: number, context: RequestContext): Promise<EntryReply>;

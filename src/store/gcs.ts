@@ -95,6 +95,7 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
+  CompleteMultipartOptions,
   SignalOption,
   StoreLimits,
 } from './types.js';
@@ -815,7 +816,7 @@ export class GcsStore implements ObjectStore {
     return { partNumber, etag: String(resource.generation) };
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: SignalOption = {}): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: CompleteMultipartOptions = {}): Promise<ObjectInfo> {
     const context: GcsErrorContext = { operation: 'completeMultipartUpload', bucket: this.bucket, key };
     this.throwIfAborted(context, options.signal);
     const marker = await this.uploadMarker(context, key, uploadId, options.signal);
@@ -859,7 +860,7 @@ export class GcsStore implements ObjectStore {
     const contentType = marker.metadata?.[CONTENT_TYPE_METADATA];
     let composed: ObjectResource;
     try {
-      composed = await this.composeTree(context, uploadId, key, sources, contentType, options.signal);
+      composed = await this.composeTree(context, uploadId, key, sources, contentType, options);
     } catch (error) {
       // The parts stay, so that the caller can retry the completion or abort, as after a failed completion on S3.
       await this.removeUploadObjects(context, uploadId, `${this.uploadDirectory(uploadId)}compose-`);
@@ -910,8 +911,9 @@ export class GcsStore implements ObjectStore {
     key: string,
     sources: ObjectResource[],
     contentType: string | undefined,
-    signal: AbortSignal | undefined,
+    options: CompleteMultipartOptions,
   ): Promise<ObjectResource> {
+    const { signal, onProgress } = options;
     let level = 0;
     let current = sources;
     while (current.length > MAX_COMPOSE_SOURCES) {
@@ -923,6 +925,7 @@ export class GcsStore implements ObjectStore {
       // Four composes at a time: each is a server-side copy, so more in flight gains little.
       await forEachLimited(groups, 4, async (group, index) => {
         next[index] = await this.compose(context, `${this.uploadDirectory(uploadId)}compose-${level}-${String(index).padStart(5, '0')}`, group, undefined, signal);
+        onProgress?.();
       });
       current = next;
     }

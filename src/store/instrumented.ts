@@ -27,6 +27,7 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
+  CompleteMultipartOptions,
   SignalOption,
 } from './types.js';
 
@@ -80,7 +81,7 @@ export class InstrumentedStore implements ObjectStore {
     return part;
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo> {
     const info = await this.measure('completeMultipartUpload', () => this.inner.completeMultipartUpload(key, uploadId, parts, options));
     this.uploadEnded(uploadId);
     return info;

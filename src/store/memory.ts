@@ -48,6 +48,7 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
+  CompleteMultipartOptions,
   SignalOption,
   StoreLimits,
 } from './types.js';
@@ -360,7 +361,7 @@ export class MemoryStore implements ObjectStore {
     return { partNumber, etag };
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: SignalOption = {}): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: CompleteMultipartOptions = {}): Promise<ObjectInfo> {
     this.begin('completeMultipartUpload', key, options.signal);
     const upload = this.existingUpload('completeMultipartUpload', key, uploadId);
 

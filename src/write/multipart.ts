@@ -36,6 +36,11 @@ export interface MultipartUploadOptions {
   signal: AbortSignal;
   /** Where a failed abort request goes to be retried; without it the failure is only logged. */
   pendingAborts?: PendingAborts;
+  /**
+   * Called when a part is in the bucket and after each step of the
+   * completion: the signs that a long close is still moving.
+   */
+  onProgress?: () => void;
 }
 
 export class MultipartUpload {
@@ -64,8 +69,11 @@ export class MultipartUpload {
     return this.inFlight.size;
   }
 
-  /** Waits for room, then starts uploading one part. Rejects with the first earlier part failure. */
-  /** Queues a part for upload; `uploaded` runs once it is in the bucket, when nothing refers to `body` any more. */
+  /**
+   * Waits for room, then starts uploading one part; rejects with the first
+   * earlier part failure. `uploaded` runs once the part is in the bucket, when
+   * nothing refers to `body` any more.
+   */
   async addPart(partNumber: number, body: Buffer, uploaded?: () => void): Promise<void> {
     this.throwIfFailed();
     const uploadId = await this.ensureCreated();
@@ -85,6 +93,7 @@ export class MultipartUpload {
         (part) => {
           this.completed.push(part);
           uploaded?.();
+          this.options.onProgress?.();
         },
         (error: unknown) => {
           this.failure ??= error;
@@ -110,7 +119,7 @@ export class MultipartUpload {
 
     const parts = [...this.completed].sort((left, right) => left.partNumber - right.partNumber);
     try {
-      const info = await this.options.store.completeMultipartUpload(this.options.key, uploadId, parts, { signal: this.controller.signal });
+      const info = await this.options.store.completeMultipartUpload(this.options.key, uploadId, parts, { signal: this.controller.signal, onProgress: this.options.onProgress });
       this.finished = true;
       return info;
     } catch (error) {

@@ -74,6 +74,33 @@ describe('streaming writes', () => {
     expect(memory.getRaw('held.bin')!.equals(data)).toBe(true);
   });
 
+  it('reports every uploaded part to the flush that waits for them', async () => {
+    const { memory, mount, store, fs } = createTestMount(smallParts);
+    const data = patternBytes(3.5 * MiB);
+    const file = await mount.open('slow.bin', O_WRONLY | O_CREAT | O_TRUNC);
+    store.hold((operation) => operation === 'uploadPart');
+    for (let offset = 0; offset < data.length; offset += 256 * 1024) {
+      await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + 256 * 1024), context);
+    }
+
+    // Parts 2 and 3 are in flight; the flush sends part 1 and the last half part, and all four wait.
+    let renewals = 0;
+    const flushing = fs.flush(file.ino, file.fh, context, () => {
+      renewals += 1;
+    });
+    await settle(20);
+    expect(store.held).toBe(4);
+    expect(renewals).toBe(0);
+
+    store.release();
+    await flushing;
+    await fs.release(file.ino, file.fh, 0);
+
+    // One renewal per part in the bucket: parts 2 and 3, then part 1 and part 4.
+    expect(renewals).toBe(4);
+    expect(memory.getRaw('slow.bin')!.equals(data)).toBe(true);
+  });
+
   it('reuses part buffers only after their upload', async () => {
     const { memory, mount, store, fs } = createTestMount(smallParts);
     const first = patternBytes(6 * MiB, 1);

@@ -77,6 +77,16 @@ export interface FileWriterOptions {
   partBuffers: PartBufferPool;
 }
 
+export interface FlushOptions {
+  /**
+   * Called whenever the upload moves on: a part or a block of the base object
+   * is transferred, a step of the completion is done. The FUSE adapter renews
+   * the request's deadline with it, so that closing a large file on a slow
+   * server is not cut off while it still progresses.
+   */
+  onProgress?: () => void;
+}
+
 export interface WriteOptions {
   /** O_APPEND: write at the end whatever the offset. */
   append?: boolean;
@@ -128,6 +138,8 @@ export class FileWriter {
   /** Failure of a streaming upload, whose data is gone; later writes and flushes fail with EIO. */
   private failure: FilesystemError | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The `onProgress` of the flush that is running, if any. */
+  private progressListener: (() => void) | undefined;
   /** Whether a write or truncate happened since the writer was created. */
   private changed = false;
 
@@ -212,7 +224,7 @@ export class FileWriter {
    * when nothing was uploaded. Rejects with EIO naming the key when the upload
    * failed; a failed multipart upload has been aborted by then.
    */
-  flush(): Promise<ObjectInfo | undefined> {
+  flush(options: FlushOptions = {}): Promise<ObjectInfo | undefined> {
     return this.exclusive(async () => {
       this.throwIfFailed();
       if (!this.dirty) return undefined;
@@ -223,11 +235,16 @@ export class FileWriter {
         return undefined;
       }
 
-      const info = await this.upload();
-      this.base = info;
-      this.size = info.size;
-      this.dirty = false;
-      return info;
+      this.progressListener = options.onProgress;
+      try {
+        const info = await this.upload();
+        this.base = info;
+        this.size = info.size;
+        this.dirty = false;
+        return info;
+      } finally {
+        this.progressListener = undefined;
+      }
     });
   }
 
@@ -512,6 +529,7 @@ export class FileWriter {
       pendingAborts,
       maxConcurrentParts: settings.uploadConcurrency,
       maxInFlightBytes: settings.uploadConcurrency * settings.plan.initialPartSize,
+      onProgress: () => this.progressListener?.(),
     });
   }
 
@@ -574,6 +592,7 @@ export class FileWriter {
       const end = Math.min(length, start + settings.downloadChunkSize);
       const { body } = await getWithRetry(store, base.key, { range: { start, end }, ifVersion: base.version, signal }, { logger: this.options.logger });
       await file.write(start, body);
+      this.progressListener?.();
     }
     if (file.size !== this.size) await file.truncate(this.size);
   }

@@ -76,8 +76,15 @@ describe('GcsStore on the emulator', () => {
     const uploadId = await store.createMultipartUpload('tree/object', { contentType: 'text/plain' });
 
     const completed = await Promise.all(parts.map((body, index) => store.uploadPart('tree/object', uploadId, index + 1, body)));
-    const info = await store.completeMultipartUpload('tree/object', uploadId, completed);
+    let steps = 0;
+    const info = await store.completeMultipartUpload('tree/object', uploadId, completed, {
+      onProgress: () => {
+        steps += 1;
+      },
+    });
 
+    // Three intermediate composites of at most 32 parts each, then the final compose.
+    expect(steps).toBe(3);
     expect(info.size).toBe(Buffer.concat(parts).length);
     expect((await store.get('tree/object')).body.equals(Buffer.concat(parts))).toBe(true);
     expect(await store.listMultipartUploads('')).toEqual([]);

@@ -14,6 +14,7 @@ import type {
   FilesystemOperations,
   OpenReply,
   ReadData,
+  RequestContext,
   SetAttributesRequest,
   StatfsReply,
 } from '../types.js';
@@ -42,6 +43,11 @@ export interface MemoryFilesystemFaults {
   directIoFiles?: Set<string>;
   /** Returns the bytes of each read as an array of pieces of this many bytes (the last one shorter). */
   readPieceBytes?: number;
+  /**
+   * Makes every flush take this long, like a close that waits for an
+   * upload, calling its `renewDeadline` every `renewEveryMs` when set.
+   */
+  slowFlush?: { durationMs: number; renewEveryMs?: number };
 }
 
 export class MemoryFilesystem implements FilesystemOperations {
@@ -219,7 +225,17 @@ export class MemoryFilesystem implements FilesystemOperations {
     return data.length;
   }
 
-  async flush(): Promise<void> {}
+  async flush(_ino: number, _fh: number, _context: RequestContext, renewDeadline?: () => void): Promise<void> {
+    const slow = this.#faults.slowFlush;
+    if (slow === undefined) return;
+
+    const renewals = slow.renewEveryMs === undefined || renewDeadline === undefined ? undefined : setInterval(renewDeadline, slow.renewEveryMs);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, slow.durationMs));
+    } finally {
+      clearInterval(renewals);
+    }
+  }
   async fsync(): Promise<void> {}
   async release(): Promise<void> {}
 
