@@ -25,7 +25,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
 } from '../store/types.js';
 import type { FilesystemConfig } from './config.js';
@@ -128,7 +127,7 @@ export class ControlledStore implements ObjectStore {
     await this.before('uploadPart', key, { partNumber, size: body.length });
     return this.inner.uploadPart(key, uploadId, partNumber, body, options);
   }
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo> {
     await this.before('completeMultipartUpload', key, parts.length);
     return this.inner.completeMultipartUpload(key, uploadId, parts, options);
   }

@@ -31,7 +31,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
 } from './types.js';
 
@@ -118,7 +117,7 @@ export class FaultyStore implements ObjectStore {
     return this.call('uploadPart', key, options?.signal, () => this.inner.uploadPart(key, uploadId, partNumber, body, options));
   }
 
-  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo> {
+  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo> {
     return this.call('completeMultipartUpload', key, options?.signal, () => this.inner.completeMultipartUpload(key, uploadId, parts, options));
   }
 

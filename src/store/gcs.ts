@@ -95,7 +95,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
   StoreLimits,
 } from './types.js';
@@ -816,7 +815,7 @@ export class GcsStore implements ObjectStore {
     return { partNumber, etag: String(resource.generation) };
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: CompleteMultipartOptions = {}): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: SignalOption = {}): Promise<ObjectInfo> {
     const context: GcsErrorContext = { operation: 'completeMultipartUpload', bucket: this.bucket, key };
     this.throwIfAborted(context, options.signal);
     const marker = await this.uploadMarker(context, key, uploadId, options.signal);
@@ -860,7 +859,7 @@ export class GcsStore implements ObjectStore {
     const contentType = marker.metadata?.[CONTENT_TYPE_METADATA];
     let composed: ObjectResource;
     try {
-      composed = await this.composeTree(context, uploadId, key, sources, contentType, options);
+      composed = await this.composeTree(context, uploadId, key, sources, contentType, options.signal);
     } catch (error) {
       // The parts stay, so that the caller can retry the completion or abort, as after a failed completion on S3.
       await this.removeUploadObjects(context, uploadId, `${this.uploadDirectory(uploadId)}compose-`);
@@ -911,9 +910,8 @@ export class GcsStore implements ObjectStore {
     key: string,
     sources: ObjectResource[],
     contentType: string | undefined,
-    options: CompleteMultipartOptions,
+    signal: AbortSignal | undefined,
   ): Promise<ObjectResource> {
-    const { signal, onProgress } = options;
     let level = 0;
     let current = sources;
     while (current.length > MAX_COMPOSE_SOURCES) {
@@ -925,7 +923,6 @@ export class GcsStore implements ObjectStore {
       // Four composes at a time: each is a server-side copy, so more in flight gains little.
       await forEachLimited(groups, 4, async (group, index) => {
         next[index] = await this.compose(context, `${this.uploadDirectory(uploadId)}compose-${level}-${String(index).padStart(5, '0')}`, group, undefined, signal);
-        onProgress?.();
       });
       current = next;
     }

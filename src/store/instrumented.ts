@@ -27,7 +27,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
 } from './types.js';
 
@@ -81,7 +80,7 @@ export class InstrumentedStore implements ObjectStore {
     return part;
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo> {
     const info = await this.measure('completeMultipartUpload', () => this.inner.completeMultipartUpload(key, uploadId, parts, options));
     this.uploadEnded(uploadId);
     return info;

@@ -48,7 +48,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
   StoreLimits,
 } from './types.js';
@@ -361,7 +360,7 @@ export class MemoryStore implements ObjectStore {
     return { partNumber, etag };
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: CompleteMultipartOptions = {}): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: SignalOption = {}): Promise<ObjectInfo> {
     this.begin('completeMultipartUpload', key, options.signal);
     const upload = this.existingUpload('completeMultipartUpload', key, uploadId);
 

@@ -78,7 +78,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
   StoreLimits,
 } from './types.js';
@@ -477,7 +476,7 @@ export class S3Store implements ObjectStore {
     return { partNumber, etag: stripQuotes(response.ETag ?? '') };
   }
 
-  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: CompleteMultipartOptions = {}): Promise<ObjectInfo> {
+  async completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options: SignalOption = {}): Promise<ObjectInfo> {
     const context: RequestContext = { operation: 'completeMultipartUpload', bucket: this.bucket, key, signal: options.signal };
     if (parts.length === 0) {
       throw this.invalidRequest(context, `cannot complete upload ${uploadId} of ${key} with no parts: upload at least one part`);

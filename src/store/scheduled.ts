@@ -28,7 +28,6 @@ import type {
   ObjectInfo,
   ObjectStore,
   PutRequest,
-  CompleteMultipartOptions,
   SignalOption,
 } from './types.js';
 
@@ -111,7 +110,7 @@ export class ScheduledStore implements ObjectStore {
     return this.schedule(this.uploads, PRIORITY_UPLOAD, options?.signal, 'uploadPart', key, () => this.inner.uploadPart(key, uploadId, partNumber, body, options));
   }
 
-  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo> {
+  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo> {
     return this.schedule(this.fast, PRIORITY_METADATA, options?.signal, 'completeMultipartUpload', key, () => this.inner.completeMultipartUpload(key, uploadId, parts, options));
   }
 

@@ -103,14 +103,6 @@ export interface SignalOption {
   signal?: AbortSignal;
 }
 
-export interface CompleteMultipartOptions extends SignalOption {
-  /**
-   * Called after each step of a completion that takes several requests (the
-   * compose tree on GCS), so that a caller with a deadline can tell slow from stuck.
-   */
-  onProgress?: () => void;
-}
-
 export interface ObjectStore {
   readonly kind: StoreKind;
   readonly bucket: string;
@@ -123,7 +115,7 @@ export interface ObjectStore {
 
   createMultipartUpload(key: string, options?: SignalOption & { contentType?: string }): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer, options?: SignalOption): Promise<CompletedPart>;
-  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: CompleteMultipartOptions): Promise<ObjectInfo>;
+  completeMultipartUpload(key: string, uploadId: string, parts: CompletedPart[], options?: SignalOption): Promise<ObjectInfo>;
   abortMultipartUpload(key: string, uploadId: string, options?: SignalOption): Promise<void>;
   listMultipartUploads(prefix: string, options?: SignalOption): Promise<MultipartUploadInfo[]>;
 

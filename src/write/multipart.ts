@@ -25,6 +25,9 @@ import type { CompletedPart, ObjectInfo, ObjectStore } from '../store/types.js';
 import type { MemoryBudget } from './memory-budget.js';
 import type { PendingAborts } from './pending-aborts.js';
 
+/** How often a running completion reports progress: well within any sensible --request-timeout. */
+const COMPLETION_HEARTBEAT_MS = 1_000;
+
 export interface MultipartUploadOptions {
   store: ObjectStore;
   key: string;
@@ -37,8 +40,8 @@ export interface MultipartUploadOptions {
   /** Where a failed abort request goes to be retried; without it the failure is only logged. */
   pendingAborts?: PendingAborts;
   /**
-   * Called when a part is in the bucket and after each step of the
-   * completion: the signs that a long close is still moving.
+   * Called when a part is in the bucket, and every second while the
+   * completion request runs: the signs that a long close is still moving.
    */
   onProgress?: () => void;
 }
@@ -118,13 +121,21 @@ export class MultipartUpload {
     }
 
     const parts = [...this.completed].sort((left, right) => left.partNumber - right.partNumber);
+
+    // The completion counts as progress while it runs: S3 may take minutes to
+    // complete an upload of many parts, and fake-gcs-server copies every byte
+    // of a compose. The store's own request timeouts and retries bound it.
+    const onProgress = this.options.onProgress;
+    const heartbeat = onProgress === undefined ? undefined : setInterval(onProgress, COMPLETION_HEARTBEAT_MS);
     try {
-      const info = await this.options.store.completeMultipartUpload(this.options.key, uploadId, parts, { signal: this.controller.signal, onProgress: this.options.onProgress });
+      const info = await this.options.store.completeMultipartUpload(this.options.key, uploadId, parts, { signal: this.controller.signal });
       this.finished = true;
       return info;
     } catch (error) {
       await this.abort();
       throw error;
+    } finally {
+      clearInterval(heartbeat);
     }
   }
 

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 
 import { TransientError } from '../store/errors.js';
@@ -99,6 +100,35 @@ describe('streaming writes', () => {
     // One renewal per part in the bucket: parts 2 and 3, then part 1 and part 4.
     expect(renewals).toBe(4);
     expect(memory.getRaw('slow.bin')!.equals(data)).toBe(true);
+  });
+
+  it('reports progress every second while the completion runs', async () => {
+    const { memory, mount, store, fs } = createTestMount(smallParts);
+    const data = patternBytes(3 * MiB);
+    const file = await mount.open('completing.bin', O_WRONLY | O_CREAT | O_TRUNC);
+    for (let offset = 0; offset < data.length; offset += 256 * 1024) {
+      await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + 256 * 1024), context);
+    }
+    store.hold((operation) => operation === 'completeMultipartUpload');
+
+    let renewals = 0;
+    const flushing = fs.flush(file.ino, file.fh, context, () => {
+      renewals += 1;
+    });
+    await settle(100);
+    expect(store.held).toBe(1);
+    const beforeCompletion = renewals;
+
+    await sleep(2_200);
+    expect(renewals - beforeCompletion).toBeGreaterThanOrEqual(2);
+
+    store.release();
+    await flushing;
+    const afterCompletion = renewals;
+    await sleep(1_200);
+    expect(renewals).toBe(afterCompletion);
+    await fs.release(file.ino, file.fh, 0);
+    expect(memory.getRaw('completing.bin')!.equals(data)).toBe(true);
   });
 
   it('reuses part buffers only after their upload', async () => {
