@@ -53,13 +53,13 @@
  * also finds parts that outlived an interrupted abort, and abort removes them.
  * Listings of the bucket never show the reserved prefix.
  *
- * Limits: compose has no minimum part size, but the store keeps the S3
- * minimum of 5 MiB by default, so that the write path sizes parts the same on
- * every backend and the compose tree stays shallow. 1,024 parts of 5 GiB reach
- * the 5 TiB object size limit of GCS, so more parts gain nothing at the
- * largest part size.
- * NOTE: GCS once limited a composite object to 1,024 components. Whether that
- * limit still applies was not checked, and `maxParts` stays within it.
+ * Limits: the store takes the S3 limits (parts of 5 MiB to 5 GiB, at most
+ * 10,000 of them), so that the write path sizes parts the same on every
+ * backend. Compose itself has no minimum part size, and GCS documents no
+ * limit on the components of a composite object (it dropped its old limit of
+ * 1,024); 10,000 parts need a compose tree of three levels. A limit of 1,024
+ * parts made the part size double after every part: part 8 of a 1 GiB file
+ * was 1 GiB, far beyond any --memory-limit.
  */
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -121,7 +121,7 @@ export const DEFAULT_UPLOAD_PREFIX = '.bucketmount-uploads/';
 export const GCS_LIMITS: StoreLimits = Object.freeze({
   minPartSize: 5 * MiB,
   maxPartSize: 5 * GiB,
-  maxParts: 1024,
+  maxParts: 10_000,
   // A simple upload keeps the whole body in memory, and 5 GiB matches the S3 single PUT limit.
   maxSingleRequestSize: 5 * GiB,
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
+import { GCS_LIMITS } from '../store/gcs.js';
 import { S3_LIMITS } from '../store/limits.js';
 import { MAX_OBJECT_SIZE, partSizeFor, planCapacity, planPartSizes } from './part-size.js';
 
@@ -26,6 +27,12 @@ describe('partSizeFor', () => {
     expect(plan.doublingInterval).toBeGreaterThanOrEqual(1000);
     expect(partSizeFor(1, plan)).toBe(8 * MiB);
     expect(partSizeFor(1000, plan)).toBe(8 * MiB);
+  });
+
+  it('sizes GCS parts like S3 parts, so that a 1 GiB file never needs a large one', () => {
+    const plan = planPartSizes(GCS_LIMITS, 8 * MiB);
+    expect(plan).toEqual(planPartSizes(S3_LIMITS, 8 * MiB));
+    expect(partSizeFor(128, plan)).toBe(8 * MiB);
   });
 
   it('never shrinks from one part to the next', () => {

@@ -10,8 +10,8 @@
  *
  * With S3 limits (5 MiB to 5 GiB, 10,000 parts) and 8 MiB initial parts, the
  * first 1,089 parts are 8 MiB, so objects up to about 9 GB never use a larger
- * part. A store with fewer parts (1,024 on a compose-based GCS upload) doubles
- * after every part and still reaches a little under 5 TiB.
+ * part. A store with far fewer parts (1,024, say) doubles after every part and
+ * still reaches a little under 5 TiB, at the cost of huge parts early on.
  */
 
 import type { StoreLimits } from '../store/types.js';
