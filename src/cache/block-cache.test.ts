@@ -19,6 +19,26 @@ function controlledFetcher() {
 }
 
 describe('BlockCache', () => {
+  it('keeps a fetch returned in pieces as ranges and serves reads across them', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const content = Buffer.from(Array.from({ length: 100 * KiB }, (_, index) => index % 253));
+    const piecesOf = (start: number, end: number): Buffer[] => {
+      const pieces: Buffer[] = [];
+      for (let position = start; position < end; position += 7 * KiB) pieces.push(content.subarray(position, Math.min(end, position + 7 * KiB)));
+      return pieces;
+    };
+
+    await cache.load(block(0), 0, 60 * KiB, async (start, end) => piecesOf(start, end));
+    const pieces = await cache.readPieces(block(0), 5 * KiB, 30 * KiB, () => Promise.reject(new Error('served from the cache')));
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(Buffer.concat(pieces).equals(content.subarray(5 * KiB, 30 * KiB))).toBe(true);
+
+    // A later load that overlaps the cached pieces fetches only what they lack.
+    await cache.load(block(0), 50 * KiB, 100 * KiB, async (start, end) => piecesOf(start, end));
+    expect((await cache.read(block(0), 0, 100 * KiB, () => Promise.reject(new Error('served from the cache')))).equals(content)).toBe(true);
+    expect(cache.getStatistics().cachedBytes).toBe(100 * KiB);
+  });
+
   it('shares one in-flight fetch among concurrent readers', async () => {
     const cache = new BlockCache({ maxBytes: 1024 * KiB });
     const { calls, fetch } = controlledFetcher();

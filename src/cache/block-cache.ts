@@ -31,7 +31,8 @@ export interface BlockId {
 }
 
 /** Fetches bytes `[start, end)` of a block; offsets are relative to the block's start. */
-export type BlockFetcher = (start: number, end: number) => Promise<Buffer>;
+/** Fetches bytes `[start, end)` of a block: one buffer, or pieces in order (the chunks of a response, kept without copying). */
+export type BlockFetcher = (start: number, end: number) => Promise<Buffer | Buffer[]>;
 
 export interface BlockCacheOptions {
   maxBytes: number;
@@ -109,20 +110,33 @@ function cachedPieces(entry: BlockEntry | undefined, start: number, end: number)
   return pieces;
 }
 
-/** Returns `ranges` with `added` inserted; the parts of other ranges that `added` overlaps are dropped, since they hold the same bytes. */
-function insertRange(ranges: readonly BlockRange[], added: BlockRange): BlockRange[] {
-  const addedEnd = rangeEnd(added);
+/**
+ * Returns `ranges` with `pieces` inserted as ranges from `start` on (in
+ * order, contiguous). The parts of other ranges that they overlap hold the
+ * same bytes, so they are dropped.
+ */
+function insertRanges(ranges: readonly BlockRange[], start: number, pieces: readonly Buffer[]): BlockRange[] {
+  const added: BlockRange[] = [];
+  let position = start;
+  for (const piece of pieces) {
+    if (piece.length === 0) continue;
+    added.push({ start: position, data: piece });
+    position += piece.length;
+  }
+  const addedEnd = position;
+  if (added.length === 0) return [...ranges];
+
   const result: BlockRange[] = [];
   for (const range of ranges) {
     const end = rangeEnd(range);
-    if (end <= added.start || range.start >= addedEnd) {
+    if (end <= start || range.start >= addedEnd) {
       result.push(range);
       continue;
     }
-    if (range.start < added.start) result.push({ start: range.start, data: range.data.subarray(0, added.start - range.start) });
+    if (range.start < start) result.push({ start: range.start, data: range.data.subarray(0, start - range.start) });
     if (end > addedEnd) result.push({ start: addedEnd, data: range.data.subarray(addedEnd - range.start) });
   }
-  result.push(added);
+  result.push(...added);
   return result.sort((a, b) => a.start - b.start);
 }
 
@@ -246,7 +260,7 @@ export class BlockCache {
         const data = await fetch(start, end);
 
         const entry = this.blocks.get(cacheKey);
-        const ranges = insertRange(entry?.ranges ?? [], { start, data });
+        const ranges = insertRanges(entry?.ranges ?? [], start, Array.isArray(data) ? data : [data]);
         this.blocks.set(cacheKey, { ranges, bytes: ranges.reduce((sum, range) => sum + range.data.length, 0) });
       } finally {
         const remaining = (this.inFlight.get(cacheKey) ?? []).filter((other) => other !== pending);

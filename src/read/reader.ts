@@ -48,7 +48,7 @@
 
 import type { Logger } from 'pino';
 
-import type { ObjectStore } from '../store/types.js';
+import { bodyPieces, type ObjectStore } from '../store/types.js';
 import type { BlockCache, BlockId } from '../cache/block-cache.js';
 import { joinReadData, type ReadData } from '../fuse/types.js';
 import { getWithRetry } from './get-retry.js';
@@ -292,15 +292,15 @@ export class ObjectReader {
     }
   }
 
-  private async fetch(start: number, end: number): Promise<Buffer> {
+  private async fetch(start: number, end: number): Promise<Buffer[]> {
     // A body cut short or reset is not retried by the store, so it is repeated here.
     const result = await getWithRetry(
       this.options.store,
       this.key,
-      { range: { start, end }, ifVersion: this.version, signal: this.options.signal },
+      { range: { start, end }, ifVersion: this.version, signal: this.options.signal, pieces: true },
       { logger: this.options.logger },
     );
-    return result.body;
+    return bodyPieces(result);
   }
 
   private blockId(index: number): BlockId {

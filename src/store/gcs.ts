@@ -113,6 +113,7 @@ const { IdempotencyStrategy, RETRYABLE_ERR_FN_DEFAULT, Storage } = createRequire
 type Storage = StorageModule.Storage;
 
 const MiB = 1024 * 1024;
+const EMPTY_BODY = Buffer.alloc(0);
 const GiB = 1024 * MiB;
 
 export const GCS_DEFAULT_ENDPOINT = 'https://storage.googleapis.com';
@@ -496,7 +497,8 @@ export class GcsStore implements ObjectStore {
     };
     if (request.range !== undefined) headers.Range = `bytes=${request.range.start}-${request.range.end - 1}`;
 
-    const { response, body } = await this.requestMedia(key, qs, headers, request.signal);
+    const { response, body, pieces } = await this.requestMedia(key, qs, headers, request.signal, request.pieces === true);
+    const receivedLength = pieces === undefined ? body.length : pieces.reduce((total, piece) => total + piece.length, 0);
 
     const responseHeaders = response.headers as Record<string, string | undefined>;
     const status = response.statusCode ?? 0;
@@ -526,23 +528,15 @@ export class GcsStore implements ObjectStore {
       expectedLength = Number(match[2]) - bodyStart + 1;
       totalSize = Number(match[3]);
     } else {
-      totalSize = Number(responseHeaders['x-goog-stored-content-length'] ?? responseHeaders['content-length'] ?? body.length);
+      totalSize = Number(responseHeaders['x-goog-stored-content-length'] ?? responseHeaders['content-length'] ?? receivedLength);
       expectedLength = totalSize;
     }
-    if (body.length !== expectedLength) {
-      throw new TransientError(`GCS sent ${body.length} bytes of ${key} where ${expectedLength} were announced: the body was truncated`, {
+    if (receivedLength !== expectedLength) {
+      throw new TransientError(`GCS sent ${receivedLength} bytes of ${key} where ${expectedLength} were announced: the body was truncated`, {
         ...context,
         httpStatus: status,
         serviceCode: 'IncompleteBody',
       });
-    }
-
-    let bytes = body;
-    if (request.range !== undefined) {
-      // A server may ignore the Range header and send the whole object; cut the range out here.
-      const from = request.range.start - bodyStart;
-      const to = Math.min(request.range.end, totalSize) - bodyStart;
-      if (from !== 0 || to !== body.length) bytes = body.subarray(Math.max(from, 0), Math.max(to, 0));
     }
 
     const info: ObjectInfo = {
@@ -551,7 +545,17 @@ export class GcsStore implements ObjectStore {
       version: String(generation ?? ''),
       lastModified: new Date(responseHeaders['last-modified'] ?? 0),
     };
-    return { info, body: bytes };
+
+    if (request.range !== undefined) {
+      // A server may ignore the Range header and send the whole object; cut the range out here.
+      const from = request.range.start - bodyStart;
+      const to = Math.min(request.range.end, totalSize) - bodyStart;
+      if (from !== 0 || to !== receivedLength) {
+        const whole = pieces === undefined ? body : Buffer.concat(pieces);
+        return { info, body: whole.subarray(Math.max(from, 0), Math.max(to, 0)) };
+      }
+    }
+    return pieces === undefined ? { info, body } : { info, body: EMPTY_BODY, pieces };
   }
 
   /**
@@ -570,7 +574,8 @@ export class GcsStore implements ObjectStore {
     query: Record<string, string>,
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<{ response: IncomingMessage; body: Buffer }> {
+    keepPieces: boolean,
+  ): Promise<{ response: IncomingMessage; body: Buffer; pieces?: Buffer[] }> {
     let accessToken: string;
     try {
       accessToken = (await this.credentials.current(signal)).accessToken;
@@ -593,8 +598,10 @@ export class GcsStore implements ObjectStore {
         // With a Content-Length, the chunks are copied into one buffer of that size as they arrive, so a
         // block's bytes are not held twice (chunks and their concatenation) while the last ones arrive.
         // The length check of a successful response is left to the caller, which has the requested range.
+        // With `keepPieces`, a successful response keeps its chunks as they are: no copy at all.
+        const successful = (incoming.statusCode ?? 0) >= 200 && (incoming.statusCode ?? 0) <= 299;
         const announced = Number(incoming.headers['content-length']);
-        const preallocated = Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
+        const preallocated = !(keepPieces && successful) && Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
         const chunks: Buffer[] = [];
         let received = 0;
         incoming.on('data', (chunk: Buffer) => {
@@ -605,7 +612,8 @@ export class GcsStore implements ObjectStore {
         // Node emits an 'aborted' error with code ECONNRESET when the connection closes before the whole body arrived.
         incoming.on('error', reject);
         incoming.on('end', () => {
-          if (preallocated === undefined) resolve({ response: incoming, body: Buffer.concat(chunks) });
+          if (keepPieces && successful) resolve({ response: incoming, body: EMPTY_BODY, pieces: chunks });
+          else if (preallocated === undefined) resolve({ response: incoming, body: Buffer.concat(chunks) });
           else if (chunks.length === 0) resolve({ response: incoming, body: preallocated.subarray(0, received) });
           else resolve({ response: incoming, body: Buffer.concat([preallocated, ...chunks]) });
         });

@@ -29,6 +29,7 @@ import type {
   PutRequest,
   SignalOption,
 } from './types.js';
+import { bodyLength } from './types.js';
 
 export class InstrumentedStore implements ObjectStore {
   readonly kind;
@@ -57,7 +58,7 @@ export class InstrumentedStore implements ObjectStore {
 
   async get(key: string, request?: GetRequest): Promise<GetResult> {
     const result = await this.measure('get', () => this.inner.get(key, request));
-    this.metrics.storeBytesTransferred('download', result.body.length);
+    this.metrics.storeBytesTransferred('download', bodyLength(result));
     return result;
   }
 

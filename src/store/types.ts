@@ -55,11 +55,29 @@ export interface GetRequest {
   /** Fail with `PreconditionFailedError` unless the object still has this version. */
   ifVersion?: string;
   signal?: AbortSignal;
+  /**
+   * Return the body as the chunks it arrived in (`GetResult.pieces`) rather
+   * than copied into one buffer. A store may ignore this and fill `body`.
+   */
+  pieces?: boolean;
 }
 
 export interface GetResult {
   info: ObjectInfo;
+  /** The bytes, or an empty buffer when `pieces` holds them. */
   body: Buffer;
+  /** With `GetRequest.pieces`, the bytes in order as they arrived, when the store kept them so. */
+  pieces?: Buffer[];
+}
+
+/** Returns the bytes of a GET result as pieces in order, whichever form the store returned. */
+export function bodyPieces(result: GetResult): Buffer[] {
+  return result.pieces ?? [result.body];
+}
+
+/** Returns the number of bytes of a GET result. */
+export function bodyLength(result: GetResult): number {
+  return result.pieces === undefined ? result.body.length : result.pieces.reduce((total, piece) => total + piece.length, 0);
 }
 
 export interface PutRequest {
