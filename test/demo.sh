@@ -4,7 +4,9 @@
 # web-identity credentials only, runs the Python sandbox check against /data,
 # then unmounts and stops everything. Needs root (FUSE mount, mount namespace).
 #
-# Usage: test/demo.sh [s3|gcs]   (default s3)
+# Usage: test/demo.sh [s3|gcs] [--keep]
+#   s3 is the default. --keep leaves the mount, the servers and the daemon's
+#   metrics endpoint running until Ctrl-C, for trying things by hand.
 set -euo pipefail
 
 repository="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,4 +17,4 @@ test/env/install.sh
 export PATH="$repository/node_modules/.bin:$PATH"
 npm run --silent build
 
-exec node dist/test/demo/main.js "${1:-s3}"
+exec node dist/test/demo/main.js "$@"

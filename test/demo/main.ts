@@ -7,9 +7,11 @@
  * GCP provider and service account), runs the Python sandbox check against the
  * mount as it would run in a sandbox (the mount bind-mounted at /data in a
  * private mount namespace), verifies the file it wrote through the SDK, then
- * unmounts and stops everything.
+ * unmounts and stops everything. With --keep it leaves the mount, the
+ * servers and the daemon's metrics endpoint running for trying things by
+ * hand, until Ctrl-C.
  *
- * Usage: node dist/test/demo/main.js [s3|gcs]
+ * Usage: node dist/test/demo/main.js [s3|gcs] [--keep]
  */
 
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -20,6 +22,7 @@ import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 
 import { startBackend, type BackendName, type TestBackend } from '../e2e/backends.js';
+import { freePort } from '../env/ports.js';
 import { REPOSITORY_ROOT, forceUnmount, startDaemon, type MountedDaemon } from '../e2e/daemon.js';
 
 const BUCKET = 'bucketmount-demo';
@@ -100,10 +103,19 @@ async function runSandboxCheck(mountpoint: string, manifestPath: string, text: s
   }
 }
 
+/** Resolves on the first SIGINT or SIGTERM. */
+function untilInterrupted(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
 async function main(): Promise<number> {
-  const backendName = (process.argv[2] ?? 's3') as BackendName;
+  const keep = process.argv.slice(2).includes('--keep');
+  const backendName = (process.argv.slice(2).find((argument) => !argument.startsWith('--')) ?? 's3') as BackendName;
   if (backendName !== 's3' && backendName !== 'gcs') {
-    process.stderr.write(`unknown backend "${backendName}": use s3 or gcs\n`);
+    process.stderr.write(`unknown backend "${backendName}": use s3 or gcs, optionally with --keep\n`);
     return 2;
   }
 
@@ -125,7 +137,8 @@ async function main(): Promise<number> {
 
     step('Mounting with bucketmount, authenticated only by the token file');
     const mountpoint = join(workDirectory, 'data');
-    const args = [...backend.connectionArgs()];
+    const metricsPort = keep ? await freePort() : undefined;
+    const args = [...backend.connectionArgs(), ...(metricsPort === undefined ? [] : ['--metrics-port', String(metricsPort)])];
     process.stdout.write(`bucketmount mount ${backend.bucketUrl(BUCKET)} ${mountpoint} ${args.join(' ')}\n`);
     const started = performance.now();
     await mkdir(mountpoint);
@@ -140,6 +153,18 @@ async function main(): Promise<number> {
     const stored = await backend.getObject(BUCKET, 'wif-test.txt');
     const storedOk = stored?.toString() === text.trim();
     process.stdout.write(storedOk ? 'OK the object wif-test.txt holds the bytes the sandbox wrote\n' : `FAILED the object wif-test.txt holds ${stored === undefined ? 'nothing (missing)' : `${stored.length} other bytes`}\n`);
+
+    if (keep) {
+      step('Keeping the mount and the servers running (--keep); press Ctrl-C to unmount and stop them');
+      process.stdout.write(`mount point: ${mountpoint}\n`);
+      process.stdout.write(`metrics: http://127.0.0.1:${metricsPort}/metrics (also /healthz)\n`);
+      // A clean environment, as the daemon above has: the machine's CA variables must not reach the plain-HTTP endpoints.
+      const secondArgs = args.filter((argument, index, all) => argument !== '--metrics-port' && all[index - 1] !== '--metrics-port');
+      process.stdout.write(
+        `a second mount of the same bucket:\n  mkdir -p /tmp/second && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ${process.execPath} ${join(REPOSITORY_ROOT, 'dist', 'src', 'cli', 'main.js')} mount ${backend.bucketUrl(BUCKET)} /tmp/second ${secondArgs.join(' ')}\n`,
+      );
+      await untilInterrupted();
+    }
 
     step('Unmounting');
     const exitStatus = await daemon.stop('SIGTERM');
