@@ -84,7 +84,7 @@ export const OPTIONS: readonly OptionDeclaration[] = [
   { name: 'part-size', type: 'size', unit: 'bytes', defaultValue: '8MiB', commands: MOUNT, help: 'first multipart upload part size; it grows so that the largest object fits in the part limit' },
   { name: 'upload-concurrency', type: 'integer', defaultValue: '8', commands: MOUNT, help: 'parts of one file uploaded in parallel' },
   { name: 'spill-dir', type: 'string', commands: MOUNT, help: 'directory for files staged before upload (random writes); default is a directory under the system temporary directory' },
-  { name: 'request-timeout', type: 'duration', unit: 'seconds', defaultValue: '120', commands: MOUNT, help: 'a kernel request still unanswered after this long is answered with ETIMEDOUT; each part a close uploads restarts the timeout of that close' },
+  { name: 'request-timeout', type: 'duration', unit: 'seconds', defaultValue: '120', commands: MOUNT, help: 'a kernel request still unanswered after this long is answered with ETIMEDOUT; a close waiting for its upload restarts it with each part uploaded and each second its completion runs' },
 
   // Operation.
   { name: 'log-level', type: 'string', defaultValue: 'info', commands: BOTH, choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'minimum level of log lines written to standard error' },
