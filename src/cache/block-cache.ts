@@ -30,8 +30,10 @@ export interface BlockId {
   index: number;
 }
 
-/** Fetches bytes `[start, end)` of a block; offsets are relative to the block's start. */
-/** Fetches bytes `[start, end)` of a block: one buffer, or pieces in order (the chunks of a response, kept without copying). */
+/**
+ * Fetches bytes `[start, end)` of a block (offsets relative to the block's
+ * start) as one buffer, or as pieces in order, such as the chunks of a response.
+ */
 export type BlockFetcher = (start: number, end: number) => Promise<Buffer | Buffer[]>;
 
 export interface BlockCacheOptions {

@@ -98,6 +98,7 @@ import type {
   SignalOption,
   StoreLimits,
 } from './types.js';
+import { bodyLength } from './types.js';
 
 /**
  * The storage client, loaded from its CommonJS build. The package ships an ES
@@ -113,8 +114,8 @@ const { IdempotencyStrategy, RETRYABLE_ERR_FN_DEFAULT, Storage } = createRequire
 type Storage = StorageModule.Storage;
 
 const MiB = 1024 * 1024;
-const EMPTY_BODY = Buffer.alloc(0);
 const GiB = 1024 * MiB;
+const EMPTY_BODY = Buffer.alloc(0);
 
 export const GCS_DEFAULT_ENDPOINT = 'https://storage.googleapis.com';
 export const DEFAULT_UPLOAD_PREFIX = '.bucketmount-uploads/';
@@ -498,7 +499,7 @@ export class GcsStore implements ObjectStore {
     if (request.range !== undefined) headers.Range = `bytes=${request.range.start}-${request.range.end - 1}`;
 
     const { response, body, pieces } = await this.requestMedia(key, qs, headers, request.signal, request.pieces === true);
-    const receivedLength = pieces === undefined ? body.length : pieces.reduce((total, piece) => total + piece.length, 0);
+    const receivedLength = bodyLength({ body, pieces });
 
     const responseHeaders = response.headers as Record<string, string | undefined>;
     const status = response.statusCode ?? 0;

@@ -344,13 +344,13 @@ export class S3Store implements ObjectStore {
 
     const keepPieces = request.pieces === true;
     const pieces = await readBody(response.Body as AsyncIterable<Uint8Array> & { destroy?: (error?: Error) => void }, contentLength, context, requestId, keepPieces);
-    const result = (): GetResult => (keepPieces ? { info, body: EMPTY_BODY, pieces } : { info, body: pieces[0] ?? EMPTY_BODY });
     const info: ObjectInfo = {
       key,
       size: contentLength,
       version: stripQuotes(response.ETag ?? ''),
       lastModified: response.LastModified ?? new Date(0),
     };
+    const result = (): GetResult => (keepPieces ? { info, body: EMPTY_BODY, pieces } : { info, body: pieces[0] ?? EMPTY_BODY });
     if (range === undefined) return result();
 
     // A 206 names the returned bytes in Content-Range. A server that ignored the

@@ -64,7 +64,7 @@ export interface GetRequest {
 
 export interface GetResult {
   info: ObjectInfo;
-  /** The bytes, or an empty buffer when `pieces` holds them. */
+  /** The bytes, or an empty buffer when `pieces` contains them. */
   body: Buffer;
   /** With `GetRequest.pieces`, the bytes in order as they arrived, when the store kept them so. */
   pieces?: Buffer[];
@@ -76,7 +76,7 @@ export function bodyPieces(result: GetResult): Buffer[] {
 }
 
 /** Returns the number of bytes of a GET result. */
-export function bodyLength(result: GetResult): number {
+export function bodyLength(result: Pick<GetResult, 'body' | 'pieces'>): number {
   return result.pieces === undefined ? result.body.length : result.pieces.reduce((total, piece) => total + piece.length, 0);
 }
 

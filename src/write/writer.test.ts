@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { TransientError } from '../store/errors.js';
 import { Errno } from '../fs/errno.js';
+import type { BucketFilesystem } from '../fs/filesystem.js';
 import { joinReadData } from '../fuse/types.js';
 import {
   context,
@@ -22,6 +23,13 @@ import {
 /** Small parts so that multipart behaviour shows with a few MiB of data. */
 const smallParts = { store: { limits: { minPartSize: 1 * MiB } }, config: { partSize: 1 * MiB, uploadConcurrency: 4, blockSize: 256 * 1024 } };
 
+/** Writes `data` from offset 0 through an open handle in requests of `requestBytes`. */
+async function writeSequentially(fs: BucketFilesystem, file: { ino: number; fh: number }, data: Buffer, requestBytes: number): Promise<void> {
+  for (let offset = 0; offset < data.length; offset += requestBytes) {
+    await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + requestBytes), context);
+  }
+}
+
 function transientFailure(operation: string, key: string | undefined): TransientError {
   return new TransientError(`injected ${operation} failure`, { operation, bucket: 'memory-bucket', key });
 }
@@ -32,9 +40,7 @@ describe('streaming writes', () => {
     const data = patternBytes(40 * MiB);
 
     const file = await mount.open('big.bin', O_WRONLY | O_CREAT | O_TRUNC);
-    for (let offset = 0; offset < data.length; offset += 128 * 1024) {
-      await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + 128 * 1024), context);
-    }
+    await writeSequentially(fs, file, data, 128 * 1024);
     expect(memory.keys()).toEqual([]);
     expect(store.count('uploadPart')).toBeGreaterThanOrEqual(30);
     await mount.close(file);
@@ -80,9 +86,7 @@ describe('streaming writes', () => {
     const data = patternBytes(3.5 * MiB);
     const file = await mount.open('slow.bin', O_WRONLY | O_CREAT | O_TRUNC);
     store.hold((operation) => operation === 'uploadPart');
-    for (let offset = 0; offset < data.length; offset += 256 * 1024) {
-      await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + 256 * 1024), context);
-    }
+    await writeSequentially(fs, file, data, 256 * 1024);
 
     // Parts 2 and 3 are in flight; the flush sends part 1 and the last half part, and all four wait.
     let renewals = 0;
@@ -106,9 +110,7 @@ describe('streaming writes', () => {
     const { memory, mount, store, fs } = createTestMount(smallParts);
     const data = patternBytes(3 * MiB);
     const file = await mount.open('completing.bin', O_WRONLY | O_CREAT | O_TRUNC);
-    for (let offset = 0; offset < data.length; offset += 256 * 1024) {
-      await fs.write(file.ino, file.fh, offset, data.subarray(offset, offset + 256 * 1024), context);
-    }
+    await writeSequentially(fs, file, data, 256 * 1024);
     store.hold((operation) => operation === 'completeMultipartUpload');
 
     let renewals = 0;
