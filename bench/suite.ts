@@ -450,9 +450,9 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
 /**
  * Largest file of the memory check on GCS. fake-gcs-server copies every byte
  * of a compose, at about 25 MiB/s here (composing 1 GiB took 41 s, 2 GiB
- * 78 s), so the final compose of a 10 GiB object would outlast the client's
- * 60 s request timeout; GCS itself composes without copying. Files of 1 GiB
- * pass the same volume through the same mount.
+ * 78 s). The final compose of a 10 GiB object would therefore outlast the
+ * client's 60 s request timeout, while GCS itself composes without copying.
+ * Files of 1 GiB pass the same volume through the same mount.
  */
 const GCS_MEMORY_CHECK_FILE_BYTES = 1024 * MiB;
 

@@ -1064,8 +1064,8 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 
 /*
  * renewDeadline(id) -> boolean: restarts the request's --request-timeout
- * deadline from now. False when the request was already answered, timed out
- * or cancelled, or the id is unknown.
+ * deadline from now. Returns false when the request already got its reply,
+ * timed out or was cancelled, or when the id is unknown.
  */
 static napi_value js_renew_deadline(napi_env env, napi_callback_info info) {
   size_t argc = 1;

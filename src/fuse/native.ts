@@ -142,8 +142,8 @@ export interface NativeSession {
    */
   replyDirectory(id: number, size: number, entries: readonly DirectoryEntry[], plus: boolean): number | false;
   /**
-   * Restarts the deadline of a pending request from now; false when it was
-   * already answered, timed out or cancelled.
+   * Restarts the deadline of a pending request from now. Returns false when
+   * the request already got its reply, timed out or was cancelled.
    */
   renewDeadline(id: number): boolean;
   /** Starts the unmount and returns at once; `handlers.exit` follows. Idempotent. */

@@ -29,7 +29,7 @@ describe('partSizeFor', () => {
     expect(partSizeFor(1000, plan)).toBe(8 * MiB);
   });
 
-  it('sizes GCS parts like S3 parts, so that a 1 GiB file never needs a large one', () => {
+  it('GCS parts sized like S3 parts', () => {
     const plan = planPartSizes(GCS_LIMITS, 8 * MiB);
     expect(plan).toEqual(planPartSizes(S3_LIMITS, 8 * MiB));
     expect(partSizeFor(128, plan)).toBe(8 * MiB);

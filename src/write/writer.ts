@@ -80,9 +80,8 @@ export interface FileWriterOptions {
 export interface FlushOptions {
   /**
    * Called whenever the upload moves on: a part or a block of the base object
-   * is transferred, a step of the completion is done. The FUSE adapter renews
-   * the request's deadline with it, so that closing a large file on a slow
-   * server is not cut off while it still progresses.
+   * is transferred, and every second while the completion request runs. The
+   * FUSE adapter renews the request's deadline with it.
    */
   onProgress?: () => void;
 }
