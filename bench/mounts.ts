@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 
-import { CLI_PATH } from '../test/e2e/daemon.js';
+import { BUILT_CLI_PATH, CLI_PATH } from '../test/e2e/daemon.js';
 import type { GcsEnvironment, S3Environment } from './servers.js';
 import { GCS_BUCKET, S3_BUCKET } from './servers.js';
 
@@ -133,7 +133,8 @@ async function spawnMount(options: SpawnMountOptions): Promise<RunningMount> {
 }
 
 function baseEnvironment(): Record<string, string> {
-  return { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: process.env.HOME ?? '/root' };
+  // BUCKETMOUNT_NODE makes bucketmount's launcher run this Node.js; the peers ignore it.
+  return { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: process.env.HOME ?? '/root', BUCKETMOUNT_NODE: process.execPath };
 }
 
 async function newMountpoint(): Promise<string> {
@@ -161,16 +162,16 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     name: 'bucketmount',
     backend: 's3',
     version: peers.versions.bucketmount ?? 'unknown',
-    unavailable: existsSync(CLI_PATH) ? undefined : `${CLI_PATH} not built; run npm run build`,
+    unavailable: existsSync(BUILT_CLI_PATH) ? undefined : `${BUILT_CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through MinIO STS AssumeRoleWithWebIdentity',
     countsServerBytes: true,
     mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
         target: 'bucketmount',
-        command: process.execPath,
+        command: CLI_PATH,
         args: [
-          CLI_PATH, 'mount', `s3://${S3_BUCKET}`, mountpoint,
+          'mount', `s3://${S3_BUCKET}`, mountpoint,
           '--endpoint', proxy.endpoint,
           '--sts-endpoint', minio.endpoint,
           '--region', minio.region,
@@ -284,16 +285,16 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
     name: 'bucketmount',
     backend: 'gcs',
     version: peers.versions.bucketmount ?? 'unknown',
-    unavailable: existsSync(CLI_PATH) ? undefined : `${CLI_PATH} not built; run npm run build`,
+    unavailable: existsSync(BUILT_CLI_PATH) ? undefined : `${BUILT_CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through the GCP STS and IAM Credentials fakes, behind the authorizing proxy',
     countsServerBytes: true,
     mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
         target: 'bucketmount',
-        command: process.execPath,
+        command: CLI_PATH,
         args: [
-          CLI_PATH, 'mount', `gs://${GCS_BUCKET}`, mountpoint,
+          'mount', `gs://${GCS_BUCKET}`, mountpoint,
           '--endpoint', environment.authorizedProxy.endpoint,
           '--token-file', environment.tokenFile,
           '--gcp-wif-provider', gcp.fakes.providerName,

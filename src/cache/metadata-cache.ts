@@ -30,6 +30,7 @@
 
 import { LRUCache } from 'lru-cache';
 
+import { entryBoundedCache } from './entry-bounded-cache.js';
 import type { ObjectInfo } from '../store/types.js';
 import { baseNameOf, childPath, isSameOrDescendant, parentPathOf } from '../fs/names.js';
 
@@ -73,7 +74,7 @@ export class MetadataCache {
   private readonly now: () => number;
   /** Fetches in flight, by path. */
   private readonly pending = new Map<string, Set<MetadataFetch>>();
-  private readonly entries = new LRUCache<string, Stamped<CachedEntry | 'missing'>>({ max: MAX_ENTRIES });
+  private readonly entries = entryBoundedCache<string, Stamped<CachedEntry | 'missing'>>(MAX_ENTRIES);
   private readonly listings = new LRUCache<string, StampedListing>({
     maxSize: MAX_LISTED_NAMES,
     sizeCalculation: (listing) => listing.value.size + 1,

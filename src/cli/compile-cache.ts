@@ -15,11 +15,12 @@
  * `NODE_DISABLE_COMPILE_CACHE=1` turns the cache off, as Node documents. An
  * unwritable directory (a read-only root filesystem) only costs the speed-up.
  *
- * Only modules loaded after this one runs use the cache, which is why the
- * commands are imported dynamically by main.ts.
+ * Only modules loaded after `enableCompileCache` runs use the cache, which is
+ * why main.ts imports the command line dynamically. A daemon started from the
+ * start-up snapshot has its own modules loaded already, and turns the cache
+ * on for the Google Cloud libraries, which it loads from node_modules.
  */
 
-import module from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -30,8 +31,12 @@ export function compileCacheDirectory(environment: NodeJS.ProcessEnv = process.e
   return join(cacheHome, 'bucketmount', 'compile-cache');
 }
 
-try {
-  module.enableCompileCache?.(compileCacheDirectory());
-} catch {
-  // The cache is only a speed-up: a directory that cannot be created leaves compilation as it was.
+/** Turns on the compile cache for the modules loaded from now on. */
+export function enableCompileCache(): void {
+  try {
+    // Fetched here rather than imported, so that the start-up snapshot, which holds this module loaded, does not load node:module.
+    process.getBuiltinModule('node:module').enableCompileCache?.(compileCacheDirectory());
+  } catch {
+    // The cache is only a speed-up: a directory that cannot be created leaves compilation as it was.
+  }
 }

@@ -1,80 +1,15 @@
 #!/usr/bin/env node
 /**
- * Entry point of the `bucketmount` command.
- *
- * Exit status: 0 on success, 1 when the command ran and failed (credentials
- * refused, bucket missing, mount failed), 2 for invalid usage. Failures print
- * one line to standard error with no stack trace; set BUCKETMOUNT_DEBUG=1 to
- * get the stack of an unexpected error.
+ * Entry point of the `bucketmount` command when it starts by loading its
+ * modules. The launcher (src/startup/bucketmount) runs this file when there
+ * is no start-up snapshot for its Node.js; the command line itself is in
+ * command-line.ts.
  */
 
-// First, so that the commands' modules, imported dynamically below, are compiled through the cache.
-import './compile-cache.js';
-import { UsageError } from './config.js';
-import { commandHelp, generalHelp } from './help.js';
-import { unmount } from './unmount.js';
+import { enableCompileCache } from './compile-cache.js';
 
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+// First, so that the command line and the modules it imports are compiled through the cache.
+enableCompileCache();
+const { runCommandLine } = await import('./command-line.js');
 
-/** Node.js major version the daemon is built and tested on; older ones lack APIs the SDKs use. */
-const MINIMUM_NODE_MAJOR = 24;
-
-async function run(argv: string[]): Promise<number> {
-  const nodeMajor = Number(process.versions.node.split('.')[0]);
-  if (nodeMajor < MINIMUM_NODE_MAJOR) {
-    throw new UsageError(
-      `bucketmount needs Node.js ${MINIMUM_NODE_MAJOR} or newer, but runs on ${process.version}: from a checkout use node_modules/.bin/node, which npm installs from the node package`,
-    );
-  }
-
-  const [command, ...rest] = argv;
-
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(generalHelp());
-    return command === undefined ? EXIT_USAGE : 0;
-  }
-  if (command !== 'mount' && command !== 'check' && command !== 'unmount') {
-    throw new UsageError(`unknown command "${command}": use mount, check or unmount`);
-  }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(commandHelp(command));
-    return 0;
-  }
-
-  switch (command) {
-    case 'mount': {
-      const { runMount } = await import('./mount.js');
-      return runMount(rest);
-    }
-    case 'check': {
-      const { runCheck } = await import('./check.js');
-      return runCheck(rest);
-    }
-    case 'unmount':
-      await unmount(rest);
-      return 0;
-  }
-}
-
-function describeFailure(error: unknown): string {
-  if (error instanceof Error) {
-    const explanation = (error as Error & { explanation?: string }).explanation;
-    return explanation ?? error.message;
-  }
-  return String(error);
-}
-
-run(process.argv.slice(2)).then(
-  (status) => {
-    process.exitCode = status;
-  },
-  (error: unknown) => {
-    const usage = error instanceof UsageError;
-    process.stderr.write(`bucketmount: ${describeFailure(error)}\n`);
-    if (!usage && process.env.BUCKETMOUNT_DEBUG === '1' && error instanceof Error) {
-      process.stderr.write(`${error.stack}\n`);
-    }
-    process.exitCode = usage ? EXIT_USAGE : EXIT_FAILURE;
-  },
-);
+void runCommandLine(process.argv.slice(2));

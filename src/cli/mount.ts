@@ -39,6 +39,7 @@ import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
 import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
+import { startupMode } from '../startup/startup-mode.js';
 
 /**
  * How long the daemon waits, after its lazy unmount, for the kernel to close
@@ -153,9 +154,11 @@ async function awaitFirstCredentials(connection: Connection, config: MountConfig
 }
 
 /** Lists the top of the location once, so that a wrong bucket or endpoint fails the mount. */
-async function probeBucket(connection: Connection, config: MountConfig): Promise<void> {
+async function probeBucket(filesystem: BucketFilesystem, config: MountConfig): Promise<void> {
   try {
-    await connection.store.list({ prefix: config.location.prefix, delimiter: '/', maxKeys: 1 });
+    // One page of the root rather than one key: it proves the same access, and the first readdir
+    // of the mount (sandboxes list /data first) then needs no request of its own.
+    await filesystem.prefetchRootListing();
   } catch (error) {
     throw new MountStartError(explainFailure(error, config), error);
   }
@@ -226,10 +229,16 @@ async function mountSession(config: MountConfig, modules: ServingModules, filesy
  * session already mounted. When either fails, the session is unmounted
  * before the error is thrown, so that the failed start leaves no mount.
  */
-async function verifyMountedSession(session: FuseSession, filesystem: BucketFilesystem, connection: Connection, config: MountConfig, logger: Logger): Promise<void> {
+/** Waits for the first credentials, then checks the bucket with them. */
+async function checkAccess(connection: Connection, filesystem: BucketFilesystem, config: MountConfig): Promise<void> {
+  await awaitFirstCredentials(connection, config);
+  await probeBucket(filesystem, config);
+}
+
+/** Waits for `access` (see checkAccess); when it fails, unmounts `session` again and throws its error. */
+async function verifyMountedSession(session: FuseSession, filesystem: BucketFilesystem, access: Promise<void>, config: MountConfig, logger: Logger): Promise<void> {
   try {
-    await awaitFirstCredentials(connection, config);
-    await probeBucket(connection, config);
+    await access;
   } catch (error) {
     logger.info({ event: 'mount-abandoned', mountpoint: config.mountpoint }, `unmounting ${config.mountpoint}: the credentials or the bucket check failed`);
     // Requests that arrived meanwhile wait for credentials or the store; end them before unmounting.
@@ -251,7 +260,10 @@ export async function runMount(argv: string[]): Promise<number> {
 
   const logger = createLogger(config.logLevel as 'info');
   const startedAt = performance.now();
-  logger.info({ event: 'mount-starting', url: config.location.url, mountpoint: config.mountpoint }, `mounting ${config.location.url} at ${config.mountpoint}`);
+  logger.info(
+    { event: 'mount-starting', url: config.location.url, mountpoint: config.mountpoint, startup: startupMode() },
+    `mounting ${config.location.url} at ${config.mountpoint}`,
+  );
 
   const state: MountState = { credentials: undefined, session: undefined, sessionClosed: false, stopping: false };
   // Started first, so that probes and scrapes during a slow start see why the mount is not ready.
@@ -313,9 +325,12 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
     modules = await loadServingModules();
     filesystem = await createFilesystem(config, connection, modules, memory.bytes, metrics, logger);
     // Mounted before the credentials and the bucket are known to work, so that the mount
-    // overlaps the exchange; verifyMountedSession unmounts again when they do not.
+    // overlaps the exchange and the bucket check; verifyMountedSession unmounts again when they
+    // do not work. Until then the failure is handled there (or below, when mounting fails).
+    const access = checkAccess(connection, filesystem, config);
+    access.catch(() => undefined);
     session = await mountSession(config, modules, filesystem, metrics, logger);
-    await verifyMountedSession(session, filesystem, connection, config, logger);
+    await verifyMountedSession(session, filesystem, access, config, logger);
   } catch (error) {
     // The refresher keeps retrying after a failed first exchange; stop it so the process can exit.
     connection.close();

@@ -38,6 +38,45 @@ describe('directory model', () => {
     expect(plus).toEqual(expected);
   });
 
+  it('serves the first readdir from the start-up listing of the root', async () => {
+    const { memory, mount, store, fs } = createTestMount();
+    for (const name of ['a', 'b', 'c']) memory.putRaw(name, name);
+
+    await fs.prefetchRootListing();
+    expect(store.count('list')).toBe(1);
+
+    expect(await mount.names('')).toEqual(['a', 'b', 'c']);
+    expect(store.count('list')).toBe(1);
+  });
+
+  it('joins a root listing still in flight instead of listing again', async () => {
+    const { memory, mount, store, fs } = createTestMount();
+    for (const name of ['a', 'b']) memory.putRaw(`d-${name}/x`, name);
+
+    const prefetch = fs.prefetchRootListing();
+    const names = await mount.names('');
+    await prefetch;
+
+    expect(names).toEqual(['d-a', 'd-b']);
+    expect(store.count('list')).toBe(1);
+  });
+
+  it('lists a root of several pages fully after the one-page prefetch', async () => {
+    const { memory, mount, store, fs } = createTestMount();
+    const expected: string[] = [];
+    for (let index = 0; index < 2500; index += 1) {
+      const name = `file-${String(index).padStart(5, '0')}`;
+      memory.putRaw(name, 'x');
+      expected.push(name);
+    }
+
+    await fs.prefetchRootListing();
+    expect(store.count('list')).toBe(1);
+
+    expect(await mount.names('')).toEqual(expected);
+    expect(store.count('list')).toBeGreaterThanOrEqual(4);
+  });
+
   it('lists one entry per offset even when a buffer fits one entry', async () => {
     const { memory, mount } = createTestMount();
     for (const name of ['a', 'b', 'c']) memory.putRaw(`d/${name}`, name);

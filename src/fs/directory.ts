@@ -34,9 +34,9 @@
  * TTL old.
  */
 
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
+import { entryBoundedCache } from '../cache/entry-bounded-cache.js';
 import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { NotFoundError } from '../store/errors.js';
 import type { CachedEntry, MetadataCache } from '../cache/metadata-cache.js';
@@ -66,6 +66,7 @@ interface ListingInFlight {
   /** Undefined when the directory had more pages than `maxPages`. */
   promise: Promise<ReadonlyMap<string, CachedEntry> | undefined>;
   maxPages: number;
+  resolvesMissingNames: boolean;
 }
 
 export interface DirectoryModelOptions {
@@ -91,9 +92,9 @@ export class DirectoryModel {
   private readonly now: () => number;
   private readonly listingsInFlight = new Map<string, ListingInFlight>();
   /** The last lookup in each recently used directory, by directory path. */
-  private readonly lookupActivity = new LRUCache<string, LookupActivity>({ max: TRACKED_DIRECTORIES });
+  private readonly lookupActivity = entryBoundedCache<string, LookupActivity>(TRACKED_DIRECTORIES);
   /** Directories with more than `LOOKUP_LISTING_MAX_PAGES` pages, with the time until which they are not listed for lookups. */
-  private readonly largeDirectories = new LRUCache<string, number>({ max: TRACKED_DIRECTORIES });
+  private readonly largeDirectories = entryBoundedCache<string, number>(TRACKED_DIRECTORIES);
   /** Keys skipped because they cannot be paths, over the life of the mount. */
   skippedKeyCount = 0;
 
@@ -116,9 +117,28 @@ export class DirectoryModel {
     const cached = this.cache.listing(path, { resolvesMissingNames: true });
     if (cached !== undefined) return cached;
 
+    // A bounded listing in flight (the first page that `prefetch` asked for) answers when the
+    // directory fits in it; when it does not, or fails, this readdir lists every page itself.
+    const inFlight = this.listingsInFlight.get(path);
+    if (inFlight !== undefined && inFlight.resolvesMissingNames && inFlight.maxPages !== Number.POSITIVE_INFINITY) {
+      const bounded = await inFlight.promise.catch(() => undefined);
+      if (bounded !== undefined) return bounded;
+    }
+
     // A listing without a page limit always completes.
     const listing = await this.sharedListing(path, Number.POSITIVE_INFINITY, true);
     return listing!;
+  }
+
+  /**
+   * Lists up to `maxPages` pages of a directory into the cache, as readdir
+   * would: a later readdir within the TTL, or one that arrives meanwhile, uses
+   * that listing. A directory with more pages is left for readdir to list;
+   * errors are thrown.
+   */
+  async prefetch(path: string, maxPages: number): Promise<void> {
+    if (this.cache.listing(path, { resolvesMissingNames: true }) !== undefined) return;
+    await this.sharedListing(path, maxPages, true);
   }
 
   /**
@@ -134,7 +154,7 @@ export class DirectoryModel {
     const promise = this.fetchListing(path, maxPages, resolvesMissingNames).finally(() => {
       if (this.listingsInFlight.get(path)?.promise === promise) this.listingsInFlight.delete(path);
     });
-    this.listingsInFlight.set(path, { promise, maxPages });
+    this.listingsInFlight.set(path, { promise, maxPages, resolvesMissingNames });
     return promise;
   }
 

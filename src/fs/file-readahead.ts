@@ -25,9 +25,9 @@
  * itself and gets any error.
  */
 
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
+import { entryBoundedCache } from '../cache/entry-bounded-cache.js';
 import type { BlockCache, BlockId } from '../cache/block-cache.js';
 import type { MetadataCache } from '../cache/metadata-cache.js';
 import { FETCH_ALIGNMENT } from '../read/reader.js';
@@ -72,7 +72,7 @@ export interface FileReadaheadOptions {
 export class FileReadahead {
   private readonly options: FileReadaheadOptions;
   private readonly maxFileBytes: number;
-  private readonly walks = new LRUCache<string, DirectoryWalk>({ max: TRACKED_DIRECTORIES });
+  private readonly walks = entryBoundedCache<string, DirectoryWalk>(TRACKED_DIRECTORIES);
   private inFlight = 0;
 
   constructor(options: FileReadaheadOptions) {

@@ -216,6 +216,15 @@ export class BucketFilesystem implements FilesystemOperations {
     this.plan = planPartSizes(this.store.limits, this.config.partSize);
   }
 
+  /**
+   * Lists the first page of the mount's root into the metadata cache, for the
+   * readdir that a new mount usually gets first (a listing of /data). Store
+   * errors are thrown, so that the start-up check of the bucket can use it.
+   */
+  prefetchRootListing(): Promise<void> {
+    return this.directories.prefetch('', 1);
+  }
+
   /** Counters for logs, metrics and tests. */
   statistics() {
     return {

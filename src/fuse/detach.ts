@@ -9,7 +9,16 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-const execFileAsync = promisify(execFile);
+/**
+ * Promisified on the first call rather than when this module loads, because
+ * the daemon's start-up snapshot holds this module loaded and promisify would
+ * load `node:child_process` into it, which Node does not support there.
+ */
+let execFilePromise: ((file: string, args: string[]) => Promise<unknown>) | undefined;
+function execFileAsync(file: string, args: string[]): Promise<unknown> {
+  execFilePromise ??= promisify(execFile);
+  return execFilePromise(file, args);
+}
 
 /**
  * Runs `fusermount3 -u` (with `-z` when `lazy`: detach now, release when the

@@ -24,8 +24,6 @@
  * `collect()` callbacks, so the hot paths gain no extra work.
  */
 
-import { createRequire } from 'node:module';
-
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { CredentialState } from '../credentials/types.js';
@@ -40,9 +38,14 @@ import type { ObjectStore } from '../store/types.js';
  * `MountMetrics` or process registry is created. prom-client is a
  * CommonJS package, so `require` loads it synchronously and the constructors
  * stay synchronous.
+ *
+ * The require function is created on the first call too, not when this module
+ * loads: the daemon's start-up snapshot holds this module already loaded, and
+ * `node:module` must not be loaded into a snapshot.
  */
-const requireModule = createRequire(import.meta.url);
-function promClient(): typeof import('prom-client') {
+let requireModule: NodeJS.Require | undefined;
+export function promClient(): typeof import('prom-client') {
+  requireModule ??= process.getBuiltinModule('node:module').createRequire(import.meta.url);
   return requireModule('prom-client') as typeof import('prom-client');
 }
 

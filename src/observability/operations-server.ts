@@ -16,20 +16,13 @@
  */
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 
 import type { Registry } from 'prom-client';
 
 import type { Logger } from './logger.js';
+import { promClient } from './metrics.js';
 
-// `import ... from 'node:http'` would build an ES module namespace of node:http, which reads its
-// lazy WebSocket, CloseEvent and MessageEvent exports and so loads Node's bundled undici: about
-// 25 ms of start-up (Node 24.21, measured on a shared 2-core VM). getBuiltinModule skips that.
-const { createServer } = process.getBuiltinModule('node:http');
-
-// prom-client is loaded on the first scrape; a mount with metrics has loaded it by then anyway.
-const requireModule = createRequire(import.meta.url);
 
 export interface CheckResult {
   ok: boolean;
@@ -89,7 +82,7 @@ function sendHealth(response: ServerResponse, results: NamedResult[], headOnly: 
 }
 
 async function sendMetrics(response: ServerResponse, registries: Registry[], headOnly: boolean): Promise<void> {
-  const { Registry: RegistryClass } = requireModule('prom-client') as typeof import('prom-client');
+  const { Registry: RegistryClass } = promClient();
   const merged = RegistryClass.merge(registries);
   const text = await merged.metrics();
   response.writeHead(200, { 'content-type': merged.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
@@ -124,7 +117,11 @@ export async function startOperationsServer(options: OperationsServerOptions): P
     }
   };
 
-  const server: Server = createServer((request, response) => {
+  // `import ... from 'node:http'` would build an ES module namespace of node:http, which reads its
+  // lazy WebSocket, CloseEvent and MessageEvent exports and so loads Node's bundled undici: about
+  // 25 ms of start-up (Node 24.21, measured on a shared 2-core VM). getBuiltinModule skips that, and
+  // calling it here rather than when this module loads keeps node:http out of the start-up snapshot.
+  const server: Server = process.getBuiltinModule('node:http').createServer((request, response) => {
     handle(request, response).catch((error: unknown) => {
       logger.error({ err: error, url: request.url }, 'operations endpoint request failed');
       if (!response.headersSent) response.writeHead(500);

@@ -82,9 +82,6 @@ import type {
   StoreLimits,
 } from './types.js';
 
-// Not `import { Agent } from 'node:http'`: an ES module import of node:http reads its lazy WebSocket
-// export and so loads Node's bundled undici, about 25 ms of start-up with Node 24.21.
-const { Agent: HttpAgent } = process.getBuiltinModule('node:http');
 
 const MiB = 1024 * 1024;
 const EMPTY_BODY = Buffer.alloc(0);
@@ -177,7 +174,10 @@ export class S3Store implements ObjectStore {
     }
 
     this.requestHandler = new NodeHttpHandler({
-      httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+      // Not `import { Agent } from 'node:http'`: an ES module import of node:http reads its lazy WebSocket
+      // export and so loads Node's bundled undici, about 25 ms of start-up with Node 24.21. Fetched here,
+      // not when this module loads, because node:http cannot be loaded into the start-up snapshot.
+      httpAgent: new (process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
       connectionTimeout: options.connectionTimeoutMs ?? 5_000,
       // An idle-socket timeout, not a total one: a large PUT or GET may take

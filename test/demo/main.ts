@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process';
 
 import { startBackend, type BackendName, type TestBackend } from '../e2e/backends.js';
 import { freePort } from '../env/ports.js';
-import { REPOSITORY_ROOT, forceUnmount, startDaemon, type MountedDaemon } from '../e2e/daemon.js';
+import { CLI_PATH, REPOSITORY_ROOT, forceUnmount, startDaemon, type MountedDaemon } from '../e2e/daemon.js';
 
 const BUCKET = 'bucketmount-demo';
 const LARGE_FILE_KEY = 'generated/large-150MiB.bin';
@@ -161,7 +161,7 @@ async function main(): Promise<number> {
       // A clean environment, as the daemon above has: the machine's CA variables must not reach the plain-HTTP endpoints.
       const secondArgs = args.filter((argument, index, all) => argument !== '--metrics-port' && all[index - 1] !== '--metrics-port');
       process.stdout.write(
-        `a second mount of the same bucket:\n  mkdir -p /tmp/second && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ${process.execPath} ${join(REPOSITORY_ROOT, 'dist', 'src', 'cli', 'main.js')} mount ${backend.bucketUrl(BUCKET)} /tmp/second ${secondArgs.join(' ')}\n`,
+        `a second mount of the same bucket:\n  mkdir -p /tmp/second && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin BUCKETMOUNT_NODE=${process.execPath} ${CLI_PATH} mount ${backend.bucketUrl(BUCKET)} /tmp/second ${secondArgs.join(' ')}\n`,
       );
       await untilInterrupted();
     }

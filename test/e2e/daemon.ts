@@ -20,7 +20,15 @@ const execFileAsync = promisify(execFile);
 
 /** The repository root, found from this file whether it runs from test/ or from dist/test/. */
 export const REPOSITORY_ROOT = findRepositoryRoot(dirname(fileURLToPath(import.meta.url)));
-export const CLI_PATH = join(REPOSITORY_ROOT, 'dist', 'src', 'cli', 'main.js');
+/**
+ * The `bucketmount` command as users run it: the launcher, which starts the
+ * daemon from the start-up snapshot when the build made one for the Node.js
+ * in BUCKETMOUNT_NODE (see daemonEnvironment), and from the modules otherwise.
+ */
+export const CLI_PATH = join(REPOSITORY_ROOT, 'src', 'startup', 'bucketmount');
+
+/** The compiled command line, which the launcher needs; `npm run build` makes it. */
+export const BUILT_CLI_PATH = join(REPOSITORY_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 function findRepositoryRoot(start: string): string {
   let directory = start;
@@ -41,11 +49,12 @@ export interface CommandResult {
   stderr: string;
 }
 
-/** The minimal environment of a daemon or CLI process. */
+/** The minimal environment of a daemon or CLI process; the launcher runs the Node.js that runs the tests. */
 export function daemonEnvironment(extra: Record<string, string> = {}): Record<string, string> {
   return {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: process.env.HOME ?? '/root',
+    BUCKETMOUNT_NODE: process.execPath,
     ...extra,
   };
 }
@@ -75,7 +84,7 @@ export async function runProcess(file: string, args: string[], options: { enviro
 
 /** Runs `bucketmount ARGS` to completion (for `check`, `unmount` and usage errors). */
 export async function runCli(args: string[], environment: Record<string, string> = {}, timeoutMs = 60_000): Promise<CommandResult> {
-  return runProcess(process.execPath, [CLI_PATH, ...args], { environment: daemonEnvironment(environment), timeoutMs });
+  return runProcess(CLI_PATH, args, { environment: daemonEnvironment(environment), timeoutMs });
 }
 
 /** Runs a shell command (through /bin/sh) as a separate process, as sandbox code would. */
@@ -111,7 +120,7 @@ export interface StartDaemonOptions {
 /** Starts `bucketmount mount` and resolves once it logs that the mount is ready. */
 export async function startDaemon(options: StartDaemonOptions): Promise<MountedDaemon> {
   const mountpoint = options.mountpoint ?? (await mkdtemp(join(tmpdir(), 'bucketmount-mnt-')));
-  const child = spawn(process.execPath, [CLI_PATH, 'mount', options.bucketUrl, mountpoint, ...options.args], {
+  const child = spawn(CLI_PATH, ['mount', options.bucketUrl, mountpoint, ...options.args], {
     env: daemonEnvironment(options.environment),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -101,7 +101,6 @@ describe('descriptor hand-off to an unprivileged daemon on s3', () => {
         '--clear-groups',
         '--inh-caps=-all',
         '--bounding-set=-all',
-        process.execPath,
         CLI_PATH,
         'mount',
         backend.bucketUrl(BUCKET),

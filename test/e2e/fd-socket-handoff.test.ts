@@ -116,7 +116,6 @@ describe('descriptor hand-off over a Unix socket on s3', () => {
     args[args.indexOf('--token-file') + 1] = tokenFile;
     return [
       ...UNPRIVILEGED,
-      process.execPath,
       CLI_PATH,
       'mount',
       backend.bucketUrl(BUCKET),

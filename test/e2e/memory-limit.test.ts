@@ -137,7 +137,7 @@ describe('memory limit from the cgroup on s3', () => {
     // The wrapper joins the cgroup, then becomes the daemon: no --memory-limit, so the budget derives from the cgroup.
     const child = spawn(
       '/bin/sh',
-      ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup.directory, process.execPath, CLI_PATH, 'mount', backend.bucketUrl(BUCKET), mountpoint, ...backend.connectionArgs()],
+      ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup.directory, CLI_PATH, 'mount', backend.bucketUrl(BUCKET), mountpoint, ...backend.connectionArgs()],
       { env: daemonEnvironment(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     daemon = child;

@@ -1,0 +1,99 @@
+/**
+ * How the `bucketmount` launcher starts the daemon, on real mounts:
+ * - from the start-up snapshot when the build made one for the Node.js it
+ *   runs (the log says `"startup":"snapshot"`), on S3 and on GCS, whose
+ *   client libraries are loaded from node_modules after the snapshot is
+ *   restored;
+ * - from the modules with BUCKETMOUNT_SNAPSHOT=0, or when the Node.js binary
+ *   is not the one that made the snapshot;
+ * and every way serves the same files.
+ */
+
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+
+import { startBackend, type BackendName, type TestBackend } from './backends.js';
+import { removeMountpoint, runCli, startDaemon, type MountedDaemon } from './daemon.js';
+
+const BACKENDS: BackendName[] = (process.env.BUCKETMOUNT_TEST_BACKENDS ?? 's3,gcs').split(',') as BackendName[];
+
+function startupOf(daemon: MountedDaemon): string | undefined {
+  const starting = daemon
+    .logs()
+    .split('\n')
+    .find((line) => line.includes('"event":"mount-starting"'));
+  return starting === undefined ? undefined : (JSON.parse(starting) as { startup?: string }).startup;
+}
+
+describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
+  const bucket = `bucketmount-startup-${backendName}`;
+  const content = `contents of the seeded object on ${backendName}\n`;
+  let backend: TestBackend;
+  let scratch: string;
+  const daemons: MountedDaemon[] = [];
+
+  beforeAll(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'bucketmount-startup-'));
+    backend = await startBackend(backendName);
+    await backend.createBucket(bucket);
+    await backend.putObject(bucket, 'seeded.txt', content);
+  });
+
+  afterEach(async () => {
+    for (const daemon of daemons.splice(0)) {
+      await daemon.stop();
+      await removeMountpoint(daemon.mountpoint);
+    }
+  });
+
+  afterAll(async () => {
+    await backend?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  const mount = async (environment: Record<string, string> = {}): Promise<MountedDaemon> => {
+    const daemon = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: backend.connectionArgs(), environment });
+    daemons.push(daemon);
+    return daemon;
+  };
+
+  const expectServesSeededObject = async (daemon: MountedDaemon): Promise<void> => {
+    expect(await readdir(daemon.mountpoint)).toContain('seeded.txt');
+    expect(await readFile(join(daemon.mountpoint, 'seeded.txt'), 'utf8')).toBe(content);
+  };
+
+  test('starts from the snapshot built for this Node.js', async () => {
+    const daemon = await mount();
+
+    expect(startupOf(daemon)).toBe('snapshot');
+    await expectServesSeededObject(daemon);
+  });
+
+  test('starts from the modules with BUCKETMOUNT_SNAPSHOT=0', async () => {
+    const daemon = await mount({ BUCKETMOUNT_SNAPSHOT: '0' });
+
+    expect(startupOf(daemon)).toBe('modules');
+    await expectServesSeededObject(daemon);
+  });
+
+  test('starts from the modules when the Node.js binary is not the one that made the snapshot', async () => {
+    // Another file than the stamped binary, as after an upgrade of Node.js; it runs the same Node.js.
+    const otherNode = join(scratch, 'node');
+    await writeFile(otherNode, `#!/bin/sh\nexec ${process.execPath} "$@"\n`);
+    await chmod(otherNode, 0o755);
+
+    const daemon = await mount({ BUCKETMOUNT_NODE: otherNode });
+
+    expect(startupOf(daemon)).toBe('modules');
+    await expectServesSeededObject(daemon);
+  });
+
+  test('runs the check command from the snapshot', async () => {
+    const result = await runCli(['check', backend.bucketUrl(bucket), ...backend.connectionArgs()]);
+
+    expect(result.status, result.stderr).toBe(0);
+  });
+});
