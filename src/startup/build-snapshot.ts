@@ -5,20 +5,23 @@
  * A daemon that loads its modules spends most of its start-up compiling and
  * evaluating them (the AWS SDK alone is about 70 ms on a 2-core VM). Node can
  * instead start from a V8 heap snapshot taken after those modules ran. This
- * script makes one in two steps:
+ * script makes one snapshot per cloud, so that each holds only one cloud's
+ * libraries (a smaller heap is restored faster), in two steps:
  *
- * 1. bundle: esbuild bundles `snapshot-entry.js` and the modules it imports
- *    into one CommonJS file, because a snapshot's entry cannot load modules
- *    from files. The Google Cloud libraries and prom-client are left out
- *    (loaded from node_modules when used), and some built-in modules are
- *    deferred (see lazy-builtins.ts).
- * 2. snapshot: `node --build-snapshot` runs the bundle and writes the blob,
- *    and the stamp of the Node.js binary that made it.
+ * 1. bundle: esbuild bundles the entry (`snapshot-s3.js`, `snapshot-gcs.js`)
+ *    and the modules it imports into one CommonJS file, because a snapshot's
+ *    entry cannot load modules from files. The other cloud's libraries and
+ *    prom-client are left out (loaded from node_modules if ever used), and
+ *    some built-in modules are deferred (see lazy-builtins.ts).
+ * 2. snapshot: `node --build-snapshot` runs the bundle and writes the blob.
+ *    Then the stamp of the Node.js binary that made the blobs is written.
  *
- * `--snapshot-only` runs step 2 on an existing bundle, for an image whose
+ * `--snapshot-only` runs step 2 on existing bundles, for an image whose
  * runtime stage has Node.js but not esbuild. Any warning from Node while it
- * builds the snapshot fails the build: it means a module that Node does not
+ * builds a snapshot fails the build: it means that a module Node does not
  * support in snapshots was loaded, and the snapshot could misbehave.
+ * Deprecation warnings are turned off for the build: the Google libraries
+ * load the deprecated built-in punycode module, which is harmless here.
  */
 
 import { spawnSync } from 'node:child_process';
@@ -26,15 +29,18 @@ import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { BLOB_FILE, BUNDLE_FILE, BUNDLE_URL_GLOBAL, NODE_STAMP_FILE, SNAPSHOT_DIRECTORY } from './snapshot-layout.js';
+import { blobFileOf, bundleFileOf, BUNDLE_URL_GLOBAL, NODE_STAMP_FILE, SNAPSHOT_CLOUDS, SNAPSHOT_DIRECTORY, type SnapshotCloud } from './snapshot-layout.js';
 
 /** Returns the repository root. This script runs compiled, from dist/src/startup/. */
 function repositoryRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 }
 
-/** Packages loaded from node_modules at run time instead of being bundled. */
-const EXTERNAL_PACKAGES = ['@google-cloud/storage', 'google-auth-library', 'prom-client'];
+/** Packages of each snapshot that are loaded from node_modules at run time instead of being bundled. */
+const EXTERNAL_PACKAGES: Record<SnapshotCloud, string[]> = {
+  s3: ['@google-cloud/storage', 'google-auth-library', 'prom-client'],
+  gcs: ['@aws-sdk', '@smithy', 'prom-client'],
+};
 
 /**
  * Prepended to the bundle. Code in a snapshot entry gets a `require` that
@@ -44,20 +50,22 @@ const EXTERNAL_PACKAGES = ['@google-cloud/storage', 'google-auth-library', 'prom
  * again at run time (see snapshot-entry.ts), so the tree can move after the
  * build.
  */
-const BANNER = [
-  `globalThis.${BUNDLE_URL_GLOBAL} = require('node:url').pathToFileURL(__filename).href;`,
-  'var require = ((builtinRequire) => {',
-  `  const externals = ${JSON.stringify(EXTERNAL_PACKAGES)};`,
-  '  let packageRequire;',
-  '  return (id) => {',
-  '    if (!externals.some((name) => id === name || id.startsWith(name + "/"))) return builtinRequire(id);',
-  `    packageRequire ??= builtinRequire('node:module').createRequire(globalThis.${BUNDLE_URL_GLOBAL});`,
-  '    return packageRequire(id);',
-  '  };',
-  '})(require);',
-].join('\n');
+function banner(externals: string[]): string {
+  return [
+    `globalThis.${BUNDLE_URL_GLOBAL} = require('node:url').pathToFileURL(__filename).href;`,
+    'var require = ((builtinRequire) => {',
+    `  const externals = ${JSON.stringify(externals)};`,
+    '  let packageRequire;',
+    '  return (id) => {',
+    '    if (!externals.some((name) => id === name || id.startsWith(name + "/"))) return builtinRequire(id);',
+    `    packageRequire ??= builtinRequire('node:module').createRequire(globalThis.${BUNDLE_URL_GLOBAL});`,
+    '    return packageRequire(id);',
+    '  };',
+    '})(require);',
+  ].join('\n');
+}
 
-async function bundle(entry: string, output: string): Promise<void> {
+async function bundle(entry: string, output: string, externals: string[]): Promise<void> {
   // esbuild is a development dependency, loaded only for this step.
   const esbuild = await import('esbuild');
   const { deferredBuiltins } = await import('./lazy-builtins.js');
@@ -73,17 +81,17 @@ async function bundle(entry: string, output: string): Promise<void> {
     minify: true,
     // Error classes are recognized by name in places (AbortError, TimeoutError, the SDK's exceptions).
     keepNames: true,
-    external: EXTERNAL_PACKAGES.flatMap((name) => [name, `${name}/*`]),
+    external: externals.flatMap((name) => [name, `${name}/*`]),
     define: { 'import.meta.url': `globalThis.${BUNDLE_URL_GLOBAL}` },
-    banner: { js: BANNER },
+    banner: { js: banner(externals) },
     plugins: [deferredBuiltins()],
     logLevel: 'warning',
   });
 }
 
-function buildBlob(bundleFile: string, blobFile: string, stampFile: string): void {
+function buildBlob(bundleFile: string, blobFile: string): void {
   rmSync(blobFile, { force: true });
-  const result = spawnSync(process.execPath, ['--snapshot-blob', blobFile, '--build-snapshot', bundleFile], { encoding: 'utf8' });
+  const result = spawnSync(process.execPath, ['--no-deprecation', '--snapshot-blob', blobFile, '--build-snapshot', bundleFile], { encoding: 'utf8' });
   const messages = `${result.stdout}${result.stderr}`.trim();
   if (result.status !== 0 || messages !== '') {
     rmSync(blobFile, { force: true });
@@ -92,27 +100,30 @@ function buildBlob(bundleFile: string, blobFile: string, stampFile: string): voi
         `a module the snapshot loads is not supported in snapshots, so defer it in lazy-builtins.ts or load it on first use:\n${messages.slice(0, 4000)}`,
     );
   }
-
-  const node = statSync(process.execPath);
-  writeFileSync(stampFile, `${node.size} ${Math.floor(node.mtimeMs / 1000)}\n`);
 }
 
 async function main(argv: string[]): Promise<void> {
-  const root = repositoryRoot();
-  const directory = join(root, SNAPSHOT_DIRECTORY);
-  const bundleFile = join(directory, BUNDLE_FILE);
-  const blobFile = join(directory, BLOB_FILE);
+  const directory = join(repositoryRoot(), SNAPSHOT_DIRECTORY);
   const stampFile = join(directory, NODE_STAMP_FILE);
-  const started = performance.now();
+  mkdirSync(directory, { recursive: true });
+  // Removed first, so that an interrupted build leaves no stamp that matches blobs of another build.
+  rmSync(stampFile, { force: true });
 
-  if (!argv.includes('--snapshot-only')) {
-    mkdirSync(directory, { recursive: true });
-    await bundle(join(root, 'dist/src/startup/snapshot-entry.js'), bundleFile);
+  for (const cloud of SNAPSHOT_CLOUDS) {
+    const started = performance.now();
+    const blobFile = join(directory, blobFileOf(cloud));
+    const bundleFile = join(directory, bundleFileOf(blobFile));
+    if (!argv.includes('--snapshot-only')) {
+      await bundle(join(repositoryRoot(), `dist/src/startup/snapshot-${cloud}.js`), bundleFile, EXTERNAL_PACKAGES[cloud]);
+    }
+    buildBlob(bundleFile, blobFile);
+
+    const size = (statSync(blobFile).size / 1024 / 1024).toFixed(1);
+    process.stdout.write(`start-up snapshot ${relative(process.cwd(), blobFile) || blobFile} (${size} MiB) built in ${Math.round(performance.now() - started)} ms with Node.js ${process.version}\n`);
   }
-  buildBlob(bundleFile, blobFile, stampFile);
 
-  const size = (statSync(blobFile).size / 1024 / 1024).toFixed(1);
-  process.stdout.write(`start-up snapshot ${relative(process.cwd(), blobFile) || blobFile} (${size} MiB) built in ${Math.round(performance.now() - started)} ms with Node.js ${process.version}\n`);
+  const node = statSync(process.execPath);
+  writeFileSync(stampFile, `${node.size} ${Math.floor(node.mtimeMs / 1000)}\n`);
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -1,20 +1,30 @@
 /**
- * Paths of the start-up snapshot's files, relative to the repository root.
+ * Paths of the start-up snapshots' files, relative to the repository root.
  * The launcher script `src/startup/bucketmount` repeats these names.
  */
 
+import { basename } from 'node:path';
+
 export const SNAPSHOT_DIRECTORY = 'dist/snapshot';
 
-/** The bundle of snapshot-entry.ts and the modules it loads, run once to make the snapshot. */
-export const BUNDLE_FILE = 'bucketmount.cjs';
+/** The clouds with a snapshot each; the launcher picks GCS when an argument starts with gs://. */
+export const SNAPSHOT_CLOUDS = ['s3', 'gcs'] as const;
+export type SnapshotCloud = (typeof SNAPSHOT_CLOUDS)[number];
 
-/** The snapshot, passed to `node --snapshot-blob`. */
-export const BLOB_FILE = 'bucketmount.blob';
+/** The snapshot of `cloud`, passed to `node --snapshot-blob`. */
+export function blobFileOf(cloud: SnapshotCloud): string {
+  return `bucketmount-${cloud}.blob`;
+}
+
+/** The bundle that made the snapshot in `blob` (a path or a file name): the same name, ending in .cjs. */
+export function bundleFileOf(blob: string): string {
+  return basename(blob).replace(/\.blob$/, '.cjs');
+}
 
 /**
  * Size and modification time (`stat -c '%s %Y'`) of the Node.js binary that
- * made the snapshot. Node refuses a snapshot made by another binary, so the
- * launcher uses the snapshot only when the binary it runs matches.
+ * made the snapshots. Node refuses a snapshot made by another binary, so the
+ * launcher uses a snapshot only when the binary it runs matches.
  */
 export const NODE_STAMP_FILE = 'node-stamp';
 

@@ -65,10 +65,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { createRequire } from 'node:module';
 
-import type * as StorageModule from '@google-cloud/storage';
-import type { ApiError, Bucket, File, StorageOptions } from '@google-cloud/storage';
+import type { ApiError, Bucket, File, StorageOptions } from './gcs-library.cjs';
 
 import type { CredentialSource, GcpAccessToken } from '../credentials/types.js';
 import type { Logger } from '../observability/logger.js';
@@ -99,9 +97,10 @@ import type {
   StoreLimits,
 } from './types.js';
 import { bodyLength } from './types.js';
+import storageLibrary from './gcs-library.cjs';
 
 /**
- * The storage client, loaded from its CommonJS build. The package ships an ES
+ * The storage client, loaded from its CommonJS build through gcs-library.cts. The package ships an ES
  * module build too, but that build loads about 40 more files (the ES module
  * builds of fast-xml-parser and html-entities among them), and ES modules cost
  * more to load than CommonJS ones. With google-auth-library already loaded, as
@@ -110,8 +109,8 @@ import { bodyLength } from './types.js';
  * cache, shared 2-core VM, 15 runs each, an estimate). In the daemon only this
  * module loads the client, so the two builds are never both loaded.
  */
-const { IdempotencyStrategy, RETRYABLE_ERR_FN_DEFAULT, Storage } = createRequire(import.meta.url)('@google-cloud/storage') as typeof StorageModule;
-type Storage = StorageModule.Storage;
+const { IdempotencyStrategy, RETRYABLE_ERR_FN_DEFAULT, Storage } = storageLibrary;
+type Storage = InstanceType<typeof Storage>;
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

@@ -202,8 +202,15 @@ describe('Dockerfile', () => {
   it('runs the mount command as user 65532', () => {
     const text = readFileSync(path.join(repositoryRoot, 'Dockerfile'), 'utf8');
     expect(text).toMatch(/^USER 65532:65532$/m);
-    expect(text).toMatch(/^ENTRYPOINT \[.*"\/app\/dist\/src\/cli\/main\.js", "mount"\]$/m);
+    expect(text).toMatch(/^ENTRYPOINT \[.*"\/app\/src\/startup\/bucketmount", "mount"\]$/m);
     expect(text).toMatch(/^HEALTHCHECK /m);
+  });
+
+  it('makes the start-up snapshots with the runtime Node.js', () => {
+    const text = readFileSync(path.join(repositoryRoot, 'Dockerfile'), 'utf8');
+    const runtimeStage = text.slice(text.indexOf(' AS runtime'));
+    expect(runtimeStage).toMatch(/^COPY --from=builder \/app\/src\/startup\/bucketmount /m);
+    expect(runtimeStage).toMatch(/^RUN node \/app\/dist\/src\/startup\/build-snapshot\.js --snapshot-only$/m);
   });
 });
 
