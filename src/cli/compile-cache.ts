@@ -34,7 +34,7 @@ export function compileCacheDirectory(environment: NodeJS.ProcessEnv = process.e
 /** Turns on the compile cache for the modules loaded from now on. */
 export function enableCompileCache(): void {
   try {
-    // Fetched here rather than imported, so that the start-up snapshot, which holds this module loaded, does not load node:module.
+    // Fetched here rather than imported, so that the start-up snapshot, which contains this module loaded, does not load node:module.
     process.getBuiltinModule('node:module').enableCompileCache?.(compileCacheDirectory());
   } catch {
     // The cache is only a speed-up: a directory that cannot be created leaves compilation as it was.

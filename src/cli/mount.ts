@@ -3,10 +3,12 @@
  * point in the foreground.
  *
  * Start-up order: validate options, send the first credential exchange, load
- * the storage SDK and the filesystem modules while it is on the network, and
- * mount. Then wait for the credentials and probe the bucket with one listing,
- * so a wrong bucket or endpoint fails here, with a clear message, and not as
- * EIO on the first `ls`. Requests that arrive before that wait for the
+ * the storage SDK and the filesystem modules while it is on the network (a
+ * start from the start-up snapshot has them loaded already), and mount. While
+ * the mount is made, wait for the credentials and probe the bucket by listing
+ * the first page of the mount's root, so a wrong bucket or endpoint fails
+ * here, with a clear message, and not as EIO on the first `ls`; that listing
+ * also serves the first readdir. Requests that arrive before that wait for the
  * credentials. When either check fails, the daemon unmounts again, and every
  * failure before the mount is ready is one line on standard error and exit
  * status 1. Only then is the mount ready (the `mount-ready` log line and
@@ -35,11 +37,11 @@ import type { FuseSession } from '../fuse/session.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createProcessRegistry, MountMetrics } from '../observability/metrics.js';
 import { startOperationsServer, type HealthCheck, type OperationsServer } from '../observability/operations-server.js';
+import { startupMode } from '../startup/startup-mode.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
 import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
-import { startupMode } from '../startup/startup-mode.js';
 
 /**
  * How long the daemon waits, after its lazy unmount, for the kernel to close
@@ -224,18 +226,17 @@ async function mountSession(config: MountConfig, modules: ServingModules, filesy
   }
 }
 
-/**
- * Waits for the first credentials and probes the bucket, with the FUSE
- * session already mounted. When either fails, the session is unmounted
- * before the error is thrown, so that the failed start leaves no mount.
- */
 /** Waits for the first credentials, then checks the bucket with them. */
 async function checkAccess(connection: Connection, filesystem: BucketFilesystem, config: MountConfig): Promise<void> {
   await awaitFirstCredentials(connection, config);
   await probeBucket(filesystem, config);
 }
 
-/** Waits for `access` (see checkAccess); when it fails, unmounts `session` again and throws its error. */
+/**
+ * Waits for `access` (see checkAccess), with the FUSE session already
+ * mounted. When it fails, the session is unmounted before the error is
+ * thrown, so that the failed start leaves no mount.
+ */
 async function verifyMountedSession(session: FuseSession, filesystem: BucketFilesystem, access: Promise<void>, config: MountConfig, logger: Logger): Promise<void> {
   try {
     await access;

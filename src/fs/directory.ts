@@ -117,8 +117,8 @@ export class DirectoryModel {
     const cached = this.cache.listing(path, { resolvesMissingNames: true });
     if (cached !== undefined) return cached;
 
-    // A bounded listing in flight (the first page that `prefetch` asked for) answers when the
-    // directory fits in it; when it does not, or fails, this readdir lists every page itself.
+    // A bounded listing in flight (the first page that `prefetch` requested) serves this readdir
+    // when the directory fits in it. When it does not, or fails, this readdir lists every page.
     const inFlight = this.listingsInFlight.get(path);
     if (inFlight !== undefined && inFlight.resolvesMissingNames && inFlight.maxPages !== Number.POSITIVE_INFINITY) {
       const bounded = await inFlight.promise.catch(() => undefined);

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 
 /**
  * Promisified on the first call rather than when this module loads, because
- * the daemon's start-up snapshot holds this module loaded and promisify would
+ * the daemon's start-up snapshot contains this module loaded and promisify would
  * load `node:child_process` into it, which Node does not support there.
  */
 let execFilePromise: ((file: string, args: string[]) => Promise<unknown>) | undefined;

@@ -40,7 +40,7 @@ import type { ObjectStore } from '../store/types.js';
  * stay synchronous.
  *
  * The require function is created on the first call too, not when this module
- * loads: the daemon's start-up snapshot holds this module already loaded, and
+ * loads: the daemon's start-up snapshot contains this module already loaded, and
  * `node:module` must not be loaded into a snapshot.
  */
 let requireModule: NodeJS.Require | undefined;

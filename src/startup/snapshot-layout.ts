@@ -11,12 +11,12 @@ export const SNAPSHOT_DIRECTORY = 'dist/snapshot';
 export const SNAPSHOT_CLOUDS = ['s3', 'gcs'] as const;
 export type SnapshotCloud = (typeof SNAPSHOT_CLOUDS)[number];
 
-/** The snapshot of `cloud`, passed to `node --snapshot-blob`. */
+/** Returns the file name of the snapshot of `cloud`, which the launcher passes to `node --snapshot-blob`. */
 export function blobFileOf(cloud: SnapshotCloud): string {
   return `bucketmount-${cloud}.blob`;
 }
 
-/** The bundle that made the snapshot in `blob` (a path or a file name): the same name, ending in .cjs. */
+/** Returns the file name of the bundle that made the snapshot `blob` (a path or a file name): the blob's name, ending in .cjs. */
 export function bundleFileOf(blob: string): string {
   return basename(blob).replace(/\.blob$/, '.cjs');
 }

@@ -1,6 +1,6 @@
 /**
- * How this daemon process started: from Node's start-up snapshot, with its
- * modules already loaded, or by loading its modules. Logged when a mount
+ * The way this daemon process started: from Node's start-up snapshot, with
+ * its modules already loaded, or by loading its modules. Logged when a mount
  * starts, so that a fallback start is visible when a mount is slow to become ready.
  */
 

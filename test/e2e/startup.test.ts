@@ -1,7 +1,7 @@
 /**
  * How the `bucketmount` launcher starts the daemon, on real mounts:
  * - from the start-up snapshot when the build made one for the Node.js it
- *   runs (the log says `"startup":"snapshot"`), on S3 and on GCS, whose
+ *   runs (the log line has `"startup":"snapshot"`), on S3 and on GCS, whose
  *   client libraries are loaded from node_modules after the snapshot is
  *   restored;
  * - from the modules with BUCKETMOUNT_SNAPSHOT=0, or when the Node.js binary
@@ -79,7 +79,7 @@ describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
     await expectServesSeededObject(daemon);
   });
 
-  test('starts from the modules when the Node.js binary is not the one that made the snapshot', async () => {
+  test('starts from the modules with another Node.js binary', async () => {
     // Another file than the stamped binary, as after an upgrade of Node.js; it runs the same Node.js.
     const otherNode = join(scratch, 'node');
     await writeFile(otherNode, `#!/bin/sh\nexec ${process.execPath} "$@"\n`);
