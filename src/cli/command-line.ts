@@ -22,8 +22,9 @@ const MINIMUM_NODE_MAJOR = 24;
 async function run(argv: string[]): Promise<number> {
   const nodeMajor = Number(process.versions.node.split('.')[0]);
   if (nodeMajor < MINIMUM_NODE_MAJOR) {
-    throw new UsageError(
-      `bucketmount needs Node.js ${MINIMUM_NODE_MAJOR} or newer, but runs on ${process.version}: from a checkout, set BUCKETMOUNT_NODE to the node_modules/.bin/node that npm installs from the node package`,
+    // Not a usage error (exit status 2): the command line may be right, the environment is not.
+    throw new Error(
+      `Node.js ${MINIMUM_NODE_MAJOR} or newer is required, but this is ${process.version}: from a checkout, set BUCKETMOUNT_NODE to the node_modules/.bin/node that npm installs from the node package`,
     );
   }
 

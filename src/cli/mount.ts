@@ -409,17 +409,22 @@ async function serveUntilStopped(
   logger: Logger,
 ): Promise<number> {
   let signalCount = 0;
+  let firstSignal: NodeJS.Signals | undefined;
 
   const stopped = new Promise<string>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       signalCount += 1;
       state.stopping = true;
-      if (signalCount === 1) {
+      if (firstSignal === undefined) {
+        firstSignal = signal;
         logger.info({ event: 'shutdown-requested', signal }, `received ${signal}: finishing uploads, then unmounting`);
         resolve(signal);
         return;
       }
-      logger.warn({ event: 'shutdown-forced', signal }, `received ${signal} again: aborting pending uploads and exiting`);
+      logger.warn(
+        { event: 'shutdown-forced', signal, firstSignal },
+        `received ${signal} while shutting down after ${firstSignal}: aborting pending uploads and exiting`,
+      );
       void filesystem
         .shutdown({ drain: false })
         .catch((error: unknown) => logger.error({ err: error }, 'aborting uploads at a forced shutdown failed'))

@@ -142,7 +142,7 @@ async function main(): Promise<number> {
     process.stdout.write(`bucketmount mount ${backend.bucketUrl(BUCKET)} ${mountpoint} ${args.join(' ')}\n`);
     const started = performance.now();
     await mkdir(mountpoint);
-    daemon = await startDaemon({ bucketUrl: backend.bucketUrl(BUCKET), mountpoint, args });
+    daemon = await startDaemon({ bucketUrl: backend.bucketUrl(BUCKET), mountpoint, args, ownProcessGroup: keep });
     process.stdout.write(`mount ready after ${(performance.now() - started).toFixed(0)} ms\n`);
 
     step('Running the sandbox check in Python against /data');
@@ -168,8 +168,9 @@ async function main(): Promise<number> {
 
     step('Unmounting');
     const exitStatus = await daemon.stop('SIGTERM');
-    daemon = undefined;
     process.stdout.write(`daemon exited with status ${exitStatus}\n`);
+    if (exitStatus !== 0) process.stdout.write(`daemon output:\n${daemon.logs()}\n`);
+    daemon = undefined;
 
     const passed = checkStatus === 0 && storedOk && exitStatus === 0;
     step(passed ? 'Demonstration passed' : 'Demonstration FAILED');

@@ -115,6 +115,13 @@ export interface StartDaemonOptions {
   environment?: Record<string, string>;
   mountpoint?: string;
   readyTimeoutMs?: number;
+  /**
+   * Starts the daemon in a process group of its own, so that a Ctrl-C in the
+   * caller's terminal reaches only the caller, which then stops the daemon
+   * with one signal. Otherwise the daemon would get the SIGINT as well, and
+   * take the caller's SIGTERM as a second signal that forces its exit.
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** Starts `bucketmount mount` and resolves once it logs that the mount is ready. */
@@ -122,6 +129,7 @@ export async function startDaemon(options: StartDaemonOptions): Promise<MountedD
   const mountpoint = options.mountpoint ?? (await mkdtemp(join(tmpdir(), 'bucketmount-mnt-')));
   const child = spawn(CLI_PATH, ['mount', options.bucketUrl, mountpoint, ...options.args], {
     env: daemonEnvironment(options.environment),
+    detached: options.ownProcessGroup === true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
