@@ -1,7 +1,7 @@
 /**
  * The `bucketmount` command line: parses the command, runs it and turns its
  * outcome into the exit status, for both ways the daemon starts (`main.ts`
- * from the modules, `startup/snapshot-entry.ts` from the start-up snapshot).
+ * from the modules, `startup/snapshot-main.ts` from a start-up snapshot).
  *
  * Exit status: 0 on success, 1 when the command ran and failed (credentials
  * refused, bucket missing, mount failed), 2 for invalid usage. Failures print

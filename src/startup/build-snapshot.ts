@@ -47,7 +47,7 @@ const EXTERNAL_PACKAGES: Record<SnapshotCloud, string[]> = {
  * loads only built-in modules, so packages left out of the bundle are loaded
  * through a require created for the bundle's location when first needed.
  * The location is kept in a global that the snapshot's main function sets
- * again at run time (see snapshot-entry.ts), so the tree can move after the
+ * again at run time (see snapshot-main.ts), so the tree can move after the
  * build.
  */
 function banner(externals: string[]): string {
@@ -95,9 +95,10 @@ function buildBlob(bundleFile: string, blobFile: string): void {
   const messages = `${result.stdout}${result.stderr}`.trim();
   if (result.status !== 0 || messages !== '') {
     rmSync(blobFile, { force: true });
+    const outcome = result.status === 0 ? 'printed warnings' : `failed with ${result.signal ?? `status ${result.status}`}`;
     throw new Error(
-      `node --build-snapshot ${bundleFile} ${result.status === 0 ? 'printed warnings' : `failed with ${result.signal ?? `status ${result.status}`}`}; ` +
-        `a module the snapshot loads is not supported in snapshots, so defer it in lazy-builtins.ts or load it on first use:\n${messages.slice(0, 4000)}`,
+      `node --build-snapshot ${bundleFile} ${outcome}. When the output below names a built-in module that snapshots do not ` +
+        `support, load it on first use or add it to DEFERRED_BUILTINS in src/startup/lazy-builtins.ts:\n${messages.slice(0, 4000)}`,
     );
   }
 }
