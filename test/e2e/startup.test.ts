@@ -9,14 +9,14 @@
  * and every way serves the same files.
  */
 
-import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 
 import { startBackend, type BackendName, type TestBackend } from './backends.js';
-import { removeMountpoint, runCli, startDaemon, type MountedDaemon } from './daemon.js';
+import { CLI_PATH, daemonEnvironment, removeMountpoint, runCli, runProcess, startDaemon, type MountedDaemon } from './daemon.js';
 
 const BACKENDS: BackendName[] = (process.env.BUCKETMOUNT_TEST_BACKENDS ?? 's3,gcs').split(',') as BackendName[];
 
@@ -93,6 +93,25 @@ describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
 
   test('runs the check command from the snapshot', async () => {
     const result = await runCli(['check', backend.bucketUrl(bucket), ...backend.connectionArgs()]);
+
+    expect(result.status, result.stderr).toBe(0);
+  });
+
+  test('finds the repository through a symbolic link', async () => {
+    // As npm links the package's bin; the launcher must find dist/ next to its own file, not the link.
+    const link = join(scratch, 'bucketmount');
+    await rm(link, { force: true });
+    await symlink(CLI_PATH, link);
+
+    const result = await runProcess(link, ['check', backend.bucketUrl(bucket), ...backend.connectionArgs()], { environment: daemonEnvironment() });
+
+    expect(result.status, result.stderr).toBe(0);
+  });
+
+  test('finds the repository from a relative path', async () => {
+    const result = await runProcess(relative(process.cwd(), CLI_PATH), ['check', backend.bucketUrl(bucket), ...backend.connectionArgs()], {
+      environment: daemonEnvironment(),
+    });
 
     expect(result.status, result.stderr).toBe(0);
   });
