@@ -6,8 +6,8 @@
  * the storage SDK and the filesystem modules while it is on the network (a
  * start from the start-up snapshot has them loaded already), and mount. While
  * the mount is made, wait for the credentials and probe the bucket by listing
- * the first page of the mount's root, so a wrong bucket or endpoint fails
- * here, with a clear message, and not as EIO on the first `ls`; that listing
+ * the first page of the mount's root. A wrong bucket or endpoint then fails
+ * here, with a clear message, and not as EIO on the first `ls`. That listing
  * also serves the first readdir. Requests that arrive before that wait for the
  * credentials. When either check fails, the daemon unmounts again, and every
  * failure before the mount is ready is one line on standard error and exit

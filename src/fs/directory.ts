@@ -132,9 +132,9 @@ export class DirectoryModel {
 
   /**
    * Lists up to `maxPages` pages of a directory into the cache, as readdir
-   * would: a later readdir within the TTL, or one that arrives meanwhile, uses
-   * that listing. A directory with more pages is left for readdir to list;
-   * errors are thrown.
+   * would, so that a later readdir within the TTL, or one that arrives
+   * meanwhile, uses that listing. A directory with more pages is left for
+   * readdir to list. Store errors are thrown.
    */
   async prefetch(path: string, maxPages: number): Promise<void> {
     if (this.cache.listing(path, { resolvesMissingNames: true }) !== undefined) return;

@@ -23,7 +23,6 @@ import type { Registry } from 'prom-client';
 import type { Logger } from './logger.js';
 import { promClient } from './metrics.js';
 
-
 export interface CheckResult {
   ok: boolean;
   /** Reason the check passes or fails, for people reading the probe's response. */

@@ -1,12 +1,12 @@
 /**
- * How the `bucketmount` launcher starts the daemon, on real mounts:
- * - from the start-up snapshot when the build made one for the Node.js it
- *   runs (the log line has `"startup":"snapshot"`), on S3 and on GCS, whose
- *   client libraries are loaded from node_modules after the snapshot is
- *   restored;
+ * Start-up of the daemon through the `bucketmount` launcher, on real mounts:
+ * - from the cloud's start-up snapshot when the build made it for the
+ *   Node.js the launcher runs (the log line has `"startup":"snapshot"`), on
+ *   S3 and on GCS;
  * - from the modules with BUCKETMOUNT_SNAPSHOT=0, or when the Node.js binary
- *   is not the one that made the snapshot;
- * and every way serves the same files.
+ *   is not the one that made the snapshot.
+ * Every way serves the same files, and the launcher finds the repository
+ * through a symbolic link and from a relative path.
  */
 
 import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
@@ -80,7 +80,7 @@ describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
   });
 
   test('starts from the modules with another Node.js binary', async () => {
-    // Another file than the stamped binary, as after an upgrade of Node.js; it runs the same Node.js.
+    // Another file than the stamped binary, as after an upgrade of Node.js. It runs the same Node.js.
     const otherNode = join(scratch, 'node');
     await writeFile(otherNode, `#!/bin/sh\nexec ${process.execPath} "$@"\n`);
     await chmod(otherNode, 0o755);
@@ -98,7 +98,7 @@ describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
   });
 
   test('finds the repository through a symbolic link', async () => {
-    // As npm links the package's bin; the launcher must find dist/ next to its own file, not the link.
+    // A link like npm's link of the package's bin. The launcher must find dist/ next to its own file.
     const link = join(scratch, 'bucketmount');
     await rm(link, { force: true });
     await symlink(CLI_PATH, link);
