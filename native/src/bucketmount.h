@@ -207,6 +207,7 @@ typedef struct bm_session {
   bool control_stop;
   bool detach_requested;
   bool destroy_seen;           /* libfuse called the destroy callback */
+  bm_message *init_message;    /* made by the init callback; loop_main posts it once the INIT reply is sent */
   bm_slot *slots;
   uint32_t slot_capacity;
   int32_t free_head;

@@ -134,12 +134,19 @@ static void bm_init(void *userdata, struct fuse_conn_info *connection) {
    * 1 MiB write requests.
    */
 
+  /*
+   * libfuse sends the INIT reply after this callback returns, and the kernel
+   * applies it (including a readahead window of at most the 128 KiB it
+   * offered) while that reply is written. JavaScript raises the window once it
+   * hears of INIT, so loop_main posts the message only after the reply.
+   */
   bm_message *message = bm_message_new(BM_MESSAGE_INIT);
   if (message == NULL) return;
   message->connection = *connection;
 
   pthread_mutex_lock(&session->lock);
-  if (!bm_post_locked(session, message)) bm_message_free(message);
+  if (session->init_message != NULL) bm_message_free(session->init_message);
+  session->init_message = message;
   pthread_mutex_unlock(&session->lock);
 }
 

@@ -433,8 +433,38 @@ static void *control_main(void *argument) {
   return NULL;
 }
 
+/*
+ * Serves requests on this thread until the INIT exchange is complete, then
+ * posts the INIT message. fuse_session_process_buf returns after libfuse has
+ * written the INIT reply, and the kernel applies that reply inside the write,
+ * so JavaScript receives INIT only once the kernel's connection settings are final.
+ */
+static void serve_until_initialised(bm_session *session) {
+  struct fuse_buf buffer = { .mem = NULL };
+  bm_message *message = NULL;
+
+  while (message == NULL && !fuse_session_exited(session->fuse)) {
+    int received = fuse_session_receive_buf(session->fuse, &buffer);
+    if (received == -EINTR) continue;
+    if (received <= 0) break;
+    fuse_session_process_buf(session->fuse, &buffer);
+
+    pthread_mutex_lock(&session->lock);
+    message = session->init_message;
+    session->init_message = NULL;
+    pthread_mutex_unlock(&session->lock);
+  }
+  free(buffer.mem);
+
+  if (message == NULL) return;
+  pthread_mutex_lock(&session->lock);
+  if (!bm_post_locked(session, message)) bm_message_free(message);
+  pthread_mutex_unlock(&session->lock);
+}
+
 static void *loop_main(void *argument) {
   bm_session *session = argument;
+  serve_until_initialised(session);
   int result = fuse_session_loop_mt(session->fuse, session->loop_config);
 
   bm_message *ended = bm_message_new(BM_MESSAGE_LOOP_ENDED);
@@ -654,6 +684,8 @@ static void env_cleanup(void *argument) {
 }
 
 static void free_session(bm_session *session) {
+  /* Set only when the loop ended before it could post INIT. */
+  if (session->init_message != NULL) bm_message_free(session->init_message);
   free(session->slots);
   free(session->mountpoint);
   pthread_cond_destroy(&session->control_wakeup);

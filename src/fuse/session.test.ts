@@ -8,7 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { openSync, closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { Errno } from '../fs/errno.js';
 import { loadNativeAddon, type NativeRequest, type NativeSession } from './native.js';
-import { FuseSession, MAX_IO_SIZE, type FuseMountOptions, type FuseOperation } from './session.js';
+import { DEFAULT_READ_AHEAD_KIB, FuseSession, MAX_IO_SIZE, type FuseMountOptions, type FuseOperation } from './session.js';
 import { MemoryFilesystem, type MemoryFilesystemFaults } from './testing/memory-filesystem.js';
 import { ROOT_INODE } from './types.js';
 
@@ -29,6 +29,8 @@ const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 /** Upper bound for one child process; a hang fails the test instead of blocking it. */
 const CHILD_TIMEOUT_MS = 30_000;
 const MOUNT_TEST_TIMEOUT_MS = 90_000;
+/** Mounts in the readahead test; each is one chance for the INIT order to go wrong. */
+const MOUNT_ATTEMPTS = 60;
 
 interface Mounted {
   session: FuseSession;
@@ -129,6 +131,15 @@ async function waitUntilUnmounted(mountpoint: string, deadlineMs: number): Promi
   return !isMounted(mountpoint);
 }
 
+/** Reads the kernel's readahead window in KiB for the FUSE mount at `mountpoint`. */
+function readAheadKibOf(mountpoint: string): string {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .findLast((entry) => entry.split(' ')[4] === mountpoint);
+  if (line === undefined) throw new Error(`${mountpoint} is missing from /proc/self/mountinfo`);
+  return readFileSync(`/sys/class/bdi/${line.split(' ')[2]}/read_ahead_kb`, 'utf8').trim();
+}
+
 function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
@@ -226,6 +237,25 @@ print(hashlib.sha256(b''.join(chunks)).hexdigest())
     expect(cachedHash).toBe(sha256(data));
     // Buffered reads depend on the readahead window that mount() raised to 1 MiB.
     expect(Math.max(...filesystem.readSizes)).toBe(MAX_IO_SIZE);
+  });
+
+  // The kernel applies the INIT reply while libfuse writes it, and that reply
+  // caps the readahead window at the 128 KiB the kernel offered. So mount()
+  // must raise the window after the reply, not after the init callback. Busy
+  // processes on every core make a wrong order show up within a few mounts.
+  it('keeps 1 MiB readahead on every mount', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    for (let core = 0; core < availableParallelism() * 2; core += 1) {
+      children.push(spawn('python3', ['-c', 'while True: pass'], { stdio: 'ignore' }));
+    }
+
+    const windows: string[] = [];
+    for (let attempt = 0; attempt < MOUNT_ATTEMPTS; attempt += 1) {
+      const { session, mountpoint } = await mountMemory(new MemoryFilesystem());
+      windows.push(readAheadKibOf(mountpoint));
+      await session.unmount();
+    }
+
+    expect(windows).toEqual(Array.from({ length: MOUNT_ATTEMPTS }, () => String(DEFAULT_READ_AHEAD_KIB)));
   });
 
   // Read replies of 64 KiB and more go through the addon's reply thread, and
