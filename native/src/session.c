@@ -1171,6 +1171,28 @@ static napi_value js_set_large_allocation_threshold(napi_env env, napi_callback_
   return result;
 }
 
+/*
+ * releaseFreeMemory() -> boolean
+ *
+ * Gives the free pages inside glibc's heaps back to the system with
+ * malloc_trim(0). Buffers below the large-allocation threshold (64 KiB socket
+ * reads, write requests) come from those heaps, and when the garbage
+ * collector frees them the pages stay resident unless they sit at the top of
+ * a heap. Returns true when memory was released, false when none was or
+ * where the C library has no malloc_trim.
+ */
+static napi_value js_release_free_memory(napi_env env, napi_callback_info info) {
+  (void)info;
+  bool released = false;
+#ifdef __GLIBC__
+  released = malloc_trim(0) == 1;
+#endif
+
+  napi_value result;
+  BM_CHECK(env, napi_get_boolean(env, released, &result));
+  return result;
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor methods[16];
   size_t count = 0;
@@ -1201,6 +1223,10 @@ static napi_value init_module(napi_env env, napi_value exports) {
   BM_CHECK(env, napi_create_function(env, "setLargeAllocationThreshold", NAPI_AUTO_LENGTH, js_set_large_allocation_threshold,
                                      NULL, &threshold));
   BM_CHECK(env, napi_set_named_property(env, exports, "setLargeAllocationThreshold", threshold));
+
+  napi_value release;
+  BM_CHECK(env, napi_create_function(env, "releaseFreeMemory", NAPI_AUTO_LENGTH, js_release_free_memory, NULL, &release));
+  BM_CHECK(env, napi_set_named_property(env, exports, "releaseFreeMemory", release));
 
   napi_value version;
   BM_CHECK(env, napi_create_string_utf8(env, fuse_pkgversion(), NAPI_AUTO_LENGTH, &version));

@@ -37,6 +37,14 @@ export const DEFAULT_MEMORY_BUDGET = 512 * MiB;
 export const RESERVED_FOR_PROCESS = 200 * MiB;
 export const BUDGET_FRACTION = 0.5;
 
+/**
+ * Resident memory beyond the budget above which the mount returns the free
+ * pages of the C library's heaps to the system. It covers the process itself
+ * (about 80 MiB on S3 after start, more on GCS) and buffers that the garbage
+ * collector has not freed yet.
+ */
+export const RESIDENT_ALLOWANCE = 100 * MiB;
+
 /** v1 reports "no limit" as the largest page-aligned 64-bit value; anything this large is no limit. */
 const UNLIMITED_THRESHOLD = 2 ** 60;
 

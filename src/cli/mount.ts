@@ -41,7 +41,7 @@ import { startupMode } from '../startup/startup-mode.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
-import { chooseMemoryBudget, RESERVED_FOR_PROCESS } from './memory-limit.js';
+import { chooseMemoryBudget, RESERVED_FOR_PROCESS, RESIDENT_ALLOWANCE } from './memory-limit.js';
 
 /**
  * How long the daemon waits, after its lazy unmount, for the kernel to close
@@ -197,7 +197,14 @@ async function createFilesystem(
   return filesystem;
 }
 
-async function mountSession(config: MountConfig, modules: ServingModules, filesystem: BucketFilesystem, metrics: MountMetrics | undefined, logger: Logger): Promise<FuseSession> {
+async function mountSession(
+  config: MountConfig,
+  modules: ServingModules,
+  filesystem: BucketFilesystem,
+  memoryBytes: number,
+  metrics: MountMetrics | undefined,
+  logger: Logger,
+): Promise<FuseSession> {
   try {
     const nativeMountpoint = config.fuseFdSocket === undefined ? config.mountpoint : await receiveMountedDescriptor(config, modules, logger);
     return await modules.FuseSession.mount(
@@ -211,6 +218,7 @@ async function mountSession(config: MountConfig, modules: ServingModules, filesy
         requestTimeoutMs: config.requestTimeoutSeconds * 1000,
         maxThreads: 16,
         autoUnmount: true,
+        residentTargetBytes: memoryBytes + RESIDENT_ALLOWANCE,
         onOperationDone: (op, errno, durationMs, bytes) => {
           if (metrics === undefined) return;
           metrics.operationDone(op, errno, durationMs, modules.errnoName);
@@ -330,7 +338,7 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
     // do not work. Until then the failure is handled there (or below, when mounting fails).
     const access = checkAccess(connection, filesystem, config);
     access.catch(() => undefined);
-    session = await mountSession(config, modules, filesystem, metrics, logger);
+    session = await mountSession(config, modules, filesystem, memory.bytes, metrics, logger);
     await verifyMountedSession(session, filesystem, access, config, logger);
   } catch (error) {
     // The refresher keeps retrying after a failed first exchange; stop it so the process can exit.

@@ -174,6 +174,12 @@ export interface NativeAddon {
    * library offers no such setting.
    */
   setLargeAllocationThreshold(bytes: number): boolean;
+  /**
+   * Returns the free pages inside the C library's heaps to the system
+   * (glibc malloc_trim). True when memory was released; false when none was
+   * or the C library has no such call.
+   */
+  releaseFreeMemory(): boolean;
   libfuseVersion: string;
 }
 

@@ -22,6 +22,7 @@ import path from 'node:path';
 
 import { Errno, FilesystemError, errnoOf } from '../fs/errno.js';
 import { detachMount } from './detach.js';
+import { FreeMemoryReleaser } from './free-memory.js';
 import type { Logger } from '../observability/logger.js';
 import {
   loadNativeAddon,
@@ -88,6 +89,12 @@ export interface FuseMountOptions {
    */
   readAheadKib?: number;
   /**
+   * Resident set size in bytes above which the free pages of the C library's
+   * heaps are returned to the system, checked every second. Undefined
+   * disables it. Process-wide: the first mount's value holds.
+   */
+  residentTargetBytes?: number;
+  /**
    * Called once per answered request with the errno sent (0 for success), for
    * metrics. `bytes` is the data length of a successful read reply and the
    * count of a successful write reply, and 0 otherwise.
@@ -136,8 +143,13 @@ const LARGE_ALLOCATION_BYTES = 2 * 1024 * 1024;
 
 let largeAllocationThresholdSet = false;
 
-/** Keeps the resident memory of freed blocks and parts from piling up in the C library's heap, once per process. */
-function returnLargeBuffersToSystem(addon: NativeAddon, logger: Logger): void {
+/**
+ * Keeps the resident memory of freed buffers from piling up in the C
+ * library's heap, once per process. Large buffers (blocks, parts) get their
+ * own mappings, and the free pages of the smaller ones are returned while the
+ * process is larger than `residentTargetBytes`.
+ */
+function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, residentTargetBytes: number | undefined): void {
   if (largeAllocationThresholdSet) return;
   largeAllocationThresholdSet = true;
 
@@ -146,6 +158,9 @@ function returnLargeBuffersToSystem(addon: NativeAddon, logger: Logger): void {
   } else {
     logger.info({ bytes: LARGE_ALLOCATION_BYTES }, 'the C library has no mmap threshold to set; freed buffers may stay resident, and RSS may exceed --memory-limit by more');
   }
+
+  // Runs for the life of the process, like the threshold above.
+  if (residentTargetBytes !== undefined) new FreeMemoryReleaser({ release: () => addon.releaseFreeMemory(), targetBytes: residentTargetBytes, logger }).start();
 }
 
 /** Errors of a FUSE mount whose daemon is gone: ENOTCONN, or ECONNABORTED when a request was cut off by the abort. */
@@ -321,7 +336,7 @@ export class FuseSession {
     if (!isDescriptorMountpoint(mountpoint)) await checkMountpoint(mountpoint, logger);
 
     const addon = loadNativeAddon();
-    returnLargeBuffersToSystem(addon, logger);
+    returnFreedBuffersToSystem(addon, logger, options.residentTargetBytes);
     const session = new FuseSession(mountpoint, operations, logger, options.onOperationDone);
     const maxBackground = options.maxBackground ?? DEFAULT_MAX_BACKGROUND;
 
