@@ -179,6 +179,7 @@ typedef struct bm_session {
   napi_ref log_handler;
   napi_ref destroy_handler;
   napi_ref exit_handler;
+  napi_ref write_buffer_handler;   /* optional: lends pooled Buffers for write data */
   struct fuse_loop_config *loop_config;
   bool loop_thread_started;
   bool control_thread_started;
@@ -237,7 +238,8 @@ extern const struct fuse_lowlevel_ops bm_operations;
 
 /* messages.c */
 extern const char *const BM_OPERATION_NAMES[BM_OP_COUNT];
-napi_status bm_message_to_js(napi_env env, const bm_message *message, napi_value *result);
+/* `write_lender` is the optional writeBuffer handler that lends Buffers for write data (NULL: none). */
+napi_status bm_message_to_js(napi_env env, const bm_message *message, napi_ref write_lender, napi_value *result);
 napi_status bm_set_number(napi_env env, napi_value object, const char *name, double value);
 napi_status bm_set_string(napi_env env, napi_value object, const char *name, const char *value);
 napi_status bm_set_bool(napi_env env, napi_value object, const char *name, bool value);

@@ -86,6 +86,47 @@ static napi_status take_write_data(napi_env env, bm_message *message, napi_value
   return napi_create_buffer_copy(env, length, data, NULL, result);
 }
 
+/*
+ * Copies the write data into a Buffer lent by JavaScript (the session's
+ * writeBuffer handler, which hands out pooled buffers) and frees the copy
+ * made on the libfuse thread. Every new Buffer over memory outside the
+ * JavaScript heap counts toward V8's external memory, and V8 runs a full
+ * garbage collection each time that grows by tens of megabytes. A streaming
+ * write with a new Buffer per request paid for a collection every few dozen
+ * requests: 4.05 s of CPU for 1 GiB to MinIO, against 2.86 s with lent
+ * buffers. Sets *lent to false, and leaves the message alone, when there is
+ * no lender or it returned no Buffer of the data's length.
+ */
+static napi_status lend_write_data(napi_env env, napi_ref lender, bm_message *message, napi_value *result, bool *lent) {
+  *lent = false;
+  if (lender == NULL) return napi_ok;
+
+  napi_value function;
+  napi_value receiver;
+  napi_value length;
+  napi_value buffer;
+  RETURN_IF_FAILED(napi_get_reference_value(env, lender, &function));
+  RETURN_IF_FAILED(napi_get_undefined(env, &receiver));
+  RETURN_IF_FAILED(napi_create_double(env, (double)message->data_length, &length));
+  RETURN_IF_FAILED(napi_call_function(env, receiver, function, 1, &length, &buffer));
+
+  bool is_buffer = false;
+  RETURN_IF_FAILED(napi_is_buffer(env, buffer, &is_buffer));
+  if (!is_buffer) return napi_ok;
+
+  void *target = NULL;
+  size_t target_length = 0;
+  RETURN_IF_FAILED(napi_get_buffer_info(env, buffer, &target, &target_length));
+  if (target_length != message->data_length) return napi_ok;
+
+  if (target_length > 0) memcpy(target, message->data, target_length);
+  free(message->data);
+  message->data = NULL;
+  *result = buffer;
+  *lent = true;
+  return napi_ok;
+}
+
 static napi_status set_setattr_request(napi_env env, napi_value object, const bm_message *message) {
   napi_value request;
   RETURN_IF_FAILED(napi_create_object(env, &request));
@@ -136,7 +177,7 @@ static napi_status set_forgets(napi_env env, napi_value object, const bm_message
   return napi_set_named_property(env, object, "items", items);
 }
 
-static napi_status request_to_js(napi_env env, const bm_message *message, napi_value object) {
+static napi_status request_to_js(napi_env env, const bm_message *message, napi_value object, napi_ref write_lender) {
   bm_message *mutable_message = (bm_message *)message;
 
   RETURN_IF_FAILED(bm_set_string(env, object, "op", BM_OPERATION_NAMES[message->operation]));
@@ -201,8 +242,11 @@ static napi_status request_to_js(napi_env env, const bm_message *message, napi_v
       RETURN_IF_FAILED(bm_set_number(env, object, "ino", (double)message->ino));
       RETURN_IF_FAILED(bm_set_number(env, object, "fh", (double)message->fh));
       RETURN_IF_FAILED(bm_set_number(env, object, "offset", (double)message->offset));
-      RETURN_IF_FAILED(take_write_data(env, mutable_message, &data));
+      bool lent = false;
+      RETURN_IF_FAILED(lend_write_data(env, write_lender, mutable_message, &data, &lent));
+      if (!lent) RETURN_IF_FAILED(take_write_data(env, mutable_message, &data));
       RETURN_IF_FAILED(napi_set_named_property(env, object, "data", data));
+      RETURN_IF_FAILED(bm_set_bool(env, object, "lent", lent));
       break;
     }
 
@@ -264,13 +308,13 @@ static napi_status init_to_js(napi_env env, const bm_message *message, napi_valu
   return bm_set_bool(env, object, "writebackCache", (connection->want & FUSE_CAP_WRITEBACK_CACHE) != 0);
 }
 
-napi_status bm_message_to_js(napi_env env, const bm_message *message, napi_value *result) {
+napi_status bm_message_to_js(napi_env env, const bm_message *message, napi_ref write_lender, napi_value *result) {
   RETURN_IF_FAILED(napi_create_object(env, result));
   napi_value object = *result;
 
   switch (message->kind) {
     case BM_MESSAGE_REQUEST:
-      return request_to_js(env, message, object);
+      return request_to_js(env, message, object, write_lender);
 
     case BM_MESSAGE_INIT:
       return init_to_js(env, message, object);

@@ -591,6 +591,7 @@ static void teardown(napi_env env, bm_session *session, int loop_error) {
   delete_reference(env, &session->log_handler);
   delete_reference(env, &session->destroy_handler);
   delete_reference(env, &session->exit_handler);
+  delete_reference(env, &session->write_buffer_handler);
   delete_reference(env, &session->wrapper);
 }
 
@@ -627,7 +628,7 @@ static void call_js(napi_env env, napi_value unused, void *context, void *data) 
   }
 
   napi_value object;
-  if (bm_message_to_js(env, message, &object) == napi_ok) {
+  if (bm_message_to_js(env, message, session->write_buffer_handler, &object) == napi_ok) {
     call_handler(env, handler, 1, &object);
   } else if (message->kind == BM_MESSAGE_REQUEST) {
     fail_request(session, message->request_id, EIO);
@@ -819,6 +820,15 @@ static bool read_handler(napi_env env, napi_value handlers, const char *name, na
   return napi_create_reference(env, value, 1, reference) == napi_ok;
 }
 
+/* Like read_handler, for a handler that may be absent (undefined). */
+static bool read_optional_handler(napi_env env, napi_value handlers, const char *name, napi_ref *reference) {
+  napi_value value;
+  napi_valuetype type;
+  if (!get_property(env, handlers, name, &value, &type)) return false;
+  if (type == napi_undefined) return true;
+  return read_handler(env, handlers, name, reference);
+}
+
 /* Builds the libfuse command line: -o with the mount options, and -d for libfuse's request trace. */
 static bool build_fuse_arguments(const mount_options *options, struct fuse_args *arguments) {
   char *joined = NULL;
@@ -933,7 +943,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
                      read_handler(env, argv[1], "timeout", &session->timeout_handler) &&
                      read_handler(env, argv[1], "log", &session->log_handler) &&
                      read_handler(env, argv[1], "destroy", &session->destroy_handler) &&
-                     read_handler(env, argv[1], "exit", &session->exit_handler);
+                     read_handler(env, argv[1], "exit", &session->exit_handler) &&
+                     read_optional_handler(env, argv[1], "writeBuffer", &session->write_buffer_handler);
   if (!handlers_ok) goto fail_handlers;
 
   /* Step 1: the libfuse session, which parses and validates the options. */
@@ -1046,6 +1057,7 @@ fail_handlers:
   delete_reference(env, &session->log_handler);
   delete_reference(env, &session->destroy_handler);
   delete_reference(env, &session->exit_handler);
+  delete_reference(env, &session->write_buffer_handler);
   free_session(session);
   free_mount_options(&options);
   return NULL;

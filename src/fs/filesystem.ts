@@ -58,7 +58,7 @@ import { BlockCache } from '../cache/block-cache.js';
 import { MetadataCache, type CachedEntry } from '../cache/metadata-cache.js';
 import { ObjectReader, ReadaheadShare } from '../read/reader.js';
 import { MemoryBudget } from '../write/memory-budget.js';
-import { PartBufferPool } from '../write/part-buffers.js';
+import { BufferPool } from '../cache/buffer-pool.js';
 import { planPartSizes, type PartSizePlan } from '../write/part-size.js';
 import { PendingAborts } from '../write/pending-aborts.js';
 import { FileWriter } from '../write/writer.js';
@@ -156,7 +156,7 @@ export class BucketFilesystem implements FilesystemOperations {
   private readonly readahead: FileReadahead;
   private readonly budget: MemoryBudget;
   /** Part buffers shared by this mount's writers. */
-  private readonly partBuffers = new PartBufferPool();
+  private readonly partBuffers = new BufferPool();
   /** Failed multipart uploads whose abort must be retried; shared by every writer of this mount. */
   private readonly pendingAborts: PendingAborts;
   private readonly plan: PartSizePlan;

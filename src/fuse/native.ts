@@ -56,7 +56,8 @@ export type NativeRequest =
   | (RequestBase & { op: 'readdir' | 'readdirplus' | 'read'; ino: number; fh: number; offset: number; size: number })
   | (RequestBase & { op: 'releasedir' | 'flush' | 'release'; ino: number; fh: number; flags: number })
   | (RequestBase & { op: 'fsync'; ino: number; fh: number; dataOnly: boolean })
-  | (RequestBase & { op: 'write'; ino: number; fh: number; offset: number; data: Buffer })
+  /** `lent` is true when `data` came from the `writeBuffer` handler, which can have it back once the write finished. */
+  | (RequestBase & { op: 'write'; ino: number; fh: number; offset: number; data: Buffer; lent: boolean })
   | (RequestBase & { op: 'create'; parent: number; name: string; mode: number; flags: number })
   | (RequestBase & { op: 'mknod'; parent: number; name: string; mode: number; rdev: number })
   | (RequestBase & { op: 'mkdir'; parent: number; name: string; mode: number })
@@ -109,6 +110,12 @@ export interface NativeHandlers {
   destroy(): void;
   /** The request loop ended and the session is torn down; `errno` is 0 after a normal unmount. */
   exit(info: { errno: number }): void;
+  /**
+   * Optional: returns a Buffer of exactly `length` bytes that the addon copies
+   * a write request's data into, instead of making a new Buffer over its own
+   * copy. Anything else (undefined, another length) makes the addon do that.
+   */
+  writeBuffer?(length: number): Buffer | undefined;
 }
 
 /**

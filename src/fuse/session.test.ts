@@ -414,6 +414,40 @@ with open(sys.argv[2], 'wb', buffering=0) as f:
     expect(Math.max(...filesystem.writeSizes)).toBe(MAX_IO_SIZE);
   });
 
+  // The session lends pooled buffers for write data and takes each back when
+  // its write finished. Slow writes keep several in flight, so a buffer taken
+  // back too early would be filled by another writer before it is copied.
+  it('reuses write buffers without mixing writers', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const filesystem = new MemoryFilesystem({ slowWriteMs: 20 });
+    const { mountpoint } = await mountMemory(filesystem);
+    const contents = [randomBytes(4 * MAX_IO_SIZE), randomBytes(4 * MAX_IO_SIZE), randomBytes(4 * MAX_IO_SIZE)];
+    const sourceDirectory = newMountpoint();
+    const program = `
+import sys
+data = open(sys.argv[1], 'rb').read()
+with open(sys.argv[2], 'wb', buffering=0) as f:
+    for start in range(0, len(data), 1024 * 1024):
+        f.write(data[start:start + 1024 * 1024])
+`;
+
+    await Promise.all(
+      contents.map(async (data, index) => {
+        const source = path.join(sourceDirectory, `source-${index}.bin`);
+        await import('node:fs/promises').then((fs) => fs.writeFile(source, data));
+        await python(program, source, path.join(mountpoint, `written-${index}.bin`));
+      }),
+    );
+
+    for (const [index, data] of contents.entries()) {
+      expect(sha256(filesystem.contentOf(ROOT_INODE, `written-${index}.bin`)!)).toBe(sha256(data));
+    }
+    const writes = filesystem.writeMemory.length;
+    const distinct = new Set(filesystem.writeMemory).size;
+    expect(writes).toBe(12);
+    expect(distinct).toBeGreaterThan(1);
+    expect(distinct).toBeLessThan(writes);
+  });
+
   it('answers an unanswered request after the deadline', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     const filesystem = new MemoryFilesystem({ hangingLookups: new Set(['hang']) });
     filesystem.addFile(ROOT_INODE, 'hello.txt', Buffer.from('hello\n'));

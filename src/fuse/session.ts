@@ -20,6 +20,7 @@ import { readFile, stat, statfs, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import path from 'node:path';
 
+import { BufferPool } from '../cache/buffer-pool.js';
 import { Errno, FilesystemError, errnoOf } from '../fs/errno.js';
 import { detachMount } from './detach.js';
 import { FreeMemoryReleaser } from './free-memory.js';
@@ -140,6 +141,9 @@ function isDescriptorMountpoint(mountpoint: string): boolean {
  * 1 MiB stay below it, so the many of them do not each cost a mapping.
  */
 const LARGE_ALLOCATION_BYTES = 2 * 1024 * 1024;
+
+/** Idle write request buffers (MAX_IO_SIZE each) kept for reuse; enough for the writes of 16 processes at once. */
+const IDLE_WRITE_BUFFERS = 16;
 
 let largeAllocationThresholdSet = false;
 
@@ -304,6 +308,7 @@ export class FuseSession {
   #native: NativeSession | undefined;
   #initInfo: NativeInitInfo | undefined;
   readonly #operations: FilesystemOperations;
+  readonly #writeBuffers = new BufferPool(IDLE_WRITE_BUFFERS);
   readonly #logger: Logger;
   /** Last warning time and failures left out since, per errno name; touched only on the event loop. */
   readonly #failureLogs = new Map<string, { loggedAt: number; suppressed: number }>();
@@ -377,6 +382,7 @@ export class FuseSession {
           markEnded(errno);
           session.#onExit(errno);
         },
+        writeBuffer: (length) => session.#lendWriteBuffer(length),
       },
     );
 
@@ -456,6 +462,21 @@ export class FuseSession {
     }
   }
 
+  /** Lends a pooled buffer for the data of a write request, which the addon copies into it. */
+  #lendWriteBuffer(length: number): Buffer | undefined {
+    if (length > MAX_IO_SIZE) return undefined;
+    return this.#writeBuffers.take(MAX_IO_SIZE).subarray(0, length);
+  }
+
+  /** Runs a write and takes its lent buffer back once the filesystem is done with the data. */
+  async #write(request: Extract<NativeRequest, { op: 'write' }>): Promise<number> {
+    try {
+      return await this.#operations.write(request.ino, request.fh, request.offset, request.data, contextOf(request));
+    } finally {
+      if (request.lent) this.#writeBuffers.give(Buffer.from(request.data.buffer, 0, MAX_IO_SIZE));
+    }
+  }
+
   #route(request: NativeRequest): void {
     const native = this.#native!;
     const operations = this.#operations;
@@ -521,7 +542,7 @@ export class FuseSession {
         return this.#serve(
           request,
           started,
-          () => operations.write(request.ino, request.fh, request.offset, request.data, contextOf(request)),
+          () => this.#write(request),
           (count) => native.replyWrite(request.id, count),
         );
       case 'flush':

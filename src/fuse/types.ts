@@ -144,6 +144,7 @@ export interface FilesystemOperations {
 
   open(ino: number, flags: number, context: RequestContext): Promise<OpenReply>;
   read(ino: number, fh: number, offset: number, size: number, context: RequestContext): Promise<ReadData>;
+  /** `data` is lent until the returned promise settles: the session reuses its memory for later writes, so keep a copy of what must last longer. */
   write(ino: number, fh: number, offset: number, data: Buffer, context: RequestContext): Promise<number>;
   /**
    * Flush, fsync and release may wait for an upload to finish. Each call of

@@ -45,7 +45,7 @@ import { StoreError } from '../store/errors.js';
 import { getWithRetry } from '../read/get-retry.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { MultipartUpload } from './multipart.js';
-import type { PartBufferPool } from './part-buffers.js';
+import type { BufferPool } from '../cache/buffer-pool.js';
 import type { PendingAborts } from './pending-aborts.js';
 import { partSizeFor, type PartSizePlan } from './part-size.js';
 import { SpillFile } from './spill-file.js';
@@ -74,7 +74,7 @@ export interface FileWriterOptions {
   /** Retries aborts of failed multipart uploads that could not be aborted at once. */
   pendingAborts?: PendingAborts;
   /** Buffers for parts, shared by the writers of a mount. */
-  partBuffers: PartBufferPool;
+  partBuffers: BufferPool;
 }
 
 export interface FlushOptions {

@@ -48,11 +48,15 @@ export interface MemoryFilesystemFaults {
    * upload, calling its `renewDeadline` every `renewEveryMs` when set.
    */
   slowFlush?: { durationMs: number; renewEveryMs?: number };
+  /** Makes every write wait this long before it copies the data, like a write that waits for an upload slot. */
+  slowWriteMs?: number;
 }
 
 export class MemoryFilesystem implements FilesystemOperations {
   readonly readSizes: number[] = [];
   readonly writeSizes: number[] = [];
+  /** The memory behind each write's data, to see which writes shared a buffer. */
+  readonly writeMemory: ArrayBufferLike[] = [];
   readonly readdirBatches: { plus: boolean; offset: number; count: number }[] = [];
   readonly acceptedNames: string[] = [];
   readonly lookupsByIno = new Map<number, number>();
@@ -214,6 +218,8 @@ export class MemoryFilesystem implements FilesystemOperations {
 
   async write(ino: number, _fh: number, offset: number, data: Buffer): Promise<number> {
     this.writeSizes.push(data.length);
+    this.writeMemory.push(data.buffer);
+    if (this.#faults.slowWriteMs !== undefined) await new Promise((resolve) => setTimeout(resolve, this.#faults.slowWriteMs));
     const node = this.#node(ino);
     const end = offset + data.length;
     if (end > node.data.length) {

@@ -1,14 +1,14 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
-import { PartBufferPool } from './part-buffers.js';
+import { BufferPool } from './buffer-pool.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
 
-describe('PartBufferPool', () => {
+describe('BufferPool', () => {
   it('hands a given buffer to the next take of its size', () => {
-    const pool = new PartBufferPool();
+    const pool = new BufferPool();
     const first = pool.take(1024);
     pool.give(first);
 
@@ -18,7 +18,7 @@ describe('PartBufferPool', () => {
   });
 
   it('keeps at most two idle buffers per size', () => {
-    const pool = new PartBufferPool();
+    const pool = new BufferPool();
     const buffers = [pool.take(1024), pool.take(1024), pool.take(1024)];
     for (const buffer of buffers) pool.give(buffer);
 
@@ -27,7 +27,7 @@ describe('PartBufferPool', () => {
 
   it('frees idle buffers after 30 s without use', () => {
     vi.useFakeTimers();
-    const pool = new PartBufferPool();
+    const pool = new BufferPool();
     pool.give(pool.take(1024));
 
     vi.advanceTimersByTime(29_000);

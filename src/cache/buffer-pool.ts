@@ -1,26 +1,30 @@
 /**
- * Reuses the buffers that multipart parts are assembled in.
+ * Reuses large buffers: the ones multipart parts are assembled in, and the
+ * ones the FUSE session copies write requests into.
  *
- * A part buffer is megabytes of memory outside the JavaScript heap, and V8
- * runs a full garbage collection whenever such memory grows by tens of
- * megabytes. With a new buffer for every part, garbage collection took 2.3 s
- * of CPU in a streaming write of 1 GiB to MinIO; with reuse, 1.2 s (the rest
- * comes from the buffers of the write requests themselves).
+ * Such a buffer is memory outside the JavaScript heap, and V8 runs a full
+ * garbage collection whenever that memory grows by tens of megabytes. With a
+ * new buffer for every part, garbage collection took 2.3 s of CPU in a
+ * streaming write of 1 GiB to MinIO, and 1.2 s with reuse. Most of the rest
+ * came from the buffers of the write requests, which are pooled too now.
  *
- * A buffer is given back only when nothing refers to it any more: after its
- * part or object was uploaded successfully. Failed uploads drop theirs,
- * because the HTTP layer may still hold a failed request's body.
+ * A buffer is given back only when nothing refers to it any more. A part
+ * buffer comes back after its part or object was uploaded successfully;
+ * failed uploads drop theirs, because the HTTP layer may still hold a failed
+ * request's body. A write request buffer comes back once the write finished.
  */
 
-/** Idle buffers kept per size; a streaming writer needs one while its last part uploads. */
+/** Idle buffers kept per size by default; a streaming writer needs one while its last part uploads. */
 const IDLE_BUFFERS_PER_SIZE = 2;
 
 /** Idle buffers are freed after this long without use, so a mount that stopped writing gives the memory back. */
 const IDLE_RELEASE_MS = 30_000;
 
-export class PartBufferPool {
+export class BufferPool {
   private readonly idle = new Map<number, Buffer[]>();
   private releaseTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly idlePerSize = IDLE_BUFFERS_PER_SIZE) {}
 
   /** Bytes held by idle buffers. */
   get idleBytes(): number {
@@ -38,7 +42,7 @@ export class PartBufferPool {
   /** Takes back a buffer from `take` once nothing refers to it. */
   give(buffer: Buffer): void {
     const buffers = this.idle.get(buffer.length) ?? [];
-    if (buffers.length >= IDLE_BUFFERS_PER_SIZE) return;
+    if (buffers.length >= this.idlePerSize) return;
     buffers.push(buffer);
     this.idle.set(buffer.length, buffers);
 
