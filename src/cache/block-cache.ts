@@ -207,6 +207,11 @@ export class BlockCache {
     return { ...this.statistics, cachedBytes: this.blocks.calculatedSize, cachedBlocks: this.blocks.size };
   }
 
+  /** Removes a block from the cache; a fetch of it still in flight stores its bytes when it completes. */
+  drop(id: BlockId): void {
+    this.blocks.delete(blockCacheKey(id));
+  }
+
   clear(): void {
     this.blocks.clear();
   }

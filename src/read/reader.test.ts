@@ -15,9 +15,10 @@ function newReader(options: { size: number; blockSize?: number; maxReadahead?: n
   const data = patternBytes(options.size);
   const info = memory.putRaw('object.bin', data);
   const store = new ControlledStore(memory);
+  const cache = new BlockCache({ maxBytes: 256 * MiB });
   const reader = new ObjectReader({
     store,
-    cache: new BlockCache({ maxBytes: 256 * MiB }),
+    cache,
     logger: silentLogger,
     signal: new AbortController().signal,
     key: info.key,
@@ -29,7 +30,8 @@ function newReader(options: { size: number; blockSize?: number; maxReadahead?: n
     ...(options.readaheadShare !== undefined ? { readaheadShare: options.readaheadShare } : {}),
   });
   const gets = () => store.calls.filter((call) => call.operation === 'get').map((call) => (call.detail as { range: { start: number; end: number } }).range);
-  return { memory, store, reader, data, gets };
+  const cached = (index: number, blockSize = options.blockSize ?? 1 * MiB) => cache.covers({ key: info.key, version: info.version, index }, 0, blockSize);
+  return { memory, store, reader, data, gets, cached };
 }
 
 describe('ObjectReader', () => {
@@ -65,6 +67,33 @@ describe('ObjectReader', () => {
 
     await reader.read(50 * MiB, chunk);
     expect(reader.readaheadWindow).toBe(INITIAL_WINDOW);
+  });
+
+  it('drops blocks a stream has passed', async () => {
+    const { reader, data, cached } = newReader({ size: 32 * MiB, maxReadahead: 4 * MiB });
+    const chunk = 128 * KiB;
+    for (let offset = 0; offset < 24 * MiB; offset += chunk) {
+      expect((await reader.read(offset, chunk)).equals(data.subarray(offset, offset + chunk))).toBe(true);
+    }
+    await settle();
+
+    // The last read started at 24 MiB - 128 KiB: blocks up to 4 MiB (SEQUENTIAL_SLACK) behind it stay.
+    expect([0, 1, 10, 18].map((index) => cached(index))).toEqual([false, false, false, false]);
+    expect([19, 20, 23, 24].map((index) => cached(index))).toEqual([true, true, true, true]);
+  });
+
+  it('keeps blocks before a stream began', async () => {
+    const { reader, cached } = newReader({ size: 32 * MiB, maxReadahead: 4 * MiB });
+    await reader.read(0, 1 * MiB);
+    await reader.read(1 * MiB, 1 * MiB);
+
+    // A second stream from 12 MiB on passes its own blocks, not the ones read before it.
+    const chunk = 128 * KiB;
+    for (let offset = 12 * MiB; offset < 24 * MiB; offset += chunk) await reader.read(offset, chunk);
+    await settle();
+
+    expect([cached(0), cached(1)]).toEqual([true, true]);
+    expect([cached(12), cached(18)]).toEqual([false, false]);
   });
 
   it('splits readahead among streaming readers', async () => {

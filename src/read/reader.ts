@@ -146,6 +146,8 @@ export class ObjectReader {
   private streamReads = 0;
   private streamBytes = 0;
   private window = INITIAL_WINDOW;
+  /** Index of the first block that the current stream has not left behind yet (see `dropBehind`). */
+  private keptFromBlock = 0;
   private prefetchesInFlight = 0;
   private closed = false;
   /** Whether any read returned bytes; until then the caller may re-pin to a newer version. */
@@ -180,7 +182,10 @@ export class ObjectReader {
     const kind = this.classify(offset, end);
     // The read's own fetch registers first, so that readahead of the same block extends it instead of delaying it.
     const data = this.fetchRange(offset, end, this.fetchAlignment(kind, offset));
-    if (kind === 'sequential') this.prefetch(end);
+    if (kind === 'sequential') {
+      this.prefetch(end);
+      this.dropBehind(offset);
+    }
 
     const pieces = await data;
     this.returnedData = true;
@@ -206,6 +211,7 @@ export class ObjectReader {
 
     if (!continues) {
       this.window = INITIAL_WINDOW;
+      this.keptFromBlock = Math.floor(offset / this.options.blockSize);
       this.streamEnd = end;
       this.streamFromStart = offset === 0;
       this.streamReads = 1;
@@ -262,6 +268,20 @@ export class ObjectReader {
     }
 
     return (await Promise.all(pieces)).flat();
+  }
+
+  /**
+   * Drops from the block cache the blocks that the sequential stream has
+   * passed by more than `SEQUENTIAL_SLACK`. The kernel's page cache keeps
+   * the bytes the reader got. Kept here, the blocks already read would crowd
+   * out the blocks fetched ahead for other readers, which were then evicted
+   * before they were read and fetched again: 16 parallel readers fetched
+   * about 10% more bytes than they read.
+   */
+  private dropBehind(offset: number): void {
+    const passedBlocks = Math.floor((offset - SEQUENTIAL_SLACK) / this.options.blockSize);
+    for (let index = this.keptFromBlock; index < passedBlocks; index += 1) this.options.cache.drop(this.blockId(index));
+    this.keptFromBlock = Math.max(this.keptFromBlock, passedBlocks);
   }
 
   /** Starts whole-block fetches ahead of `end`, within the window and the concurrency limit. */
