@@ -115,7 +115,12 @@ typedef struct bm_message {
   struct fuse_forget_data *forgets;
   size_t forget_count;
 
-  /* BM_MESSAGE_INIT: the connection parameters after negotiation. */
+  /*
+   * BM_MESSAGE_INIT: the connection parameters after negotiation. `text` is
+   * the read_ahead_kb file that was written, or failed with `error` (NULL
+   * with ENOENT: the mount was not in /proc/self/mountinfo; NULL with 0: not
+   * attempted).
+   */
   struct fuse_conn_info connection;
 
   /* BM_MESSAGE_TIMEOUT */
@@ -199,6 +204,7 @@ typedef struct bm_session {
   unsigned max_io_size;        /* max_read and max_write in bytes */
   unsigned max_background;
   unsigned congestion_threshold;
+  unsigned read_ahead_kib;     /* readahead window set after INIT; 0 keeps the kernel's */
   napi_threadsafe_function dispatcher;
 
   /* Guarded by lock. */

@@ -293,6 +293,8 @@ static napi_status request_to_js(napi_env env, const bm_message *message, napi_v
 
 static napi_status init_to_js(napi_env env, const bm_message *message, napi_value object) {
   const struct fuse_conn_info *connection = &message->connection;
+  if (message->text != NULL) RETURN_IF_FAILED(bm_set_string(env, object, "readAheadFile", message->text));
+  RETURN_IF_FAILED(bm_set_number(env, object, "readAheadErrno", message->error));
   RETURN_IF_FAILED(bm_set_number(env, object, "protocolMajor", connection->proto_major));
   RETURN_IF_FAILED(bm_set_number(env, object, "protocolMinor", connection->proto_minor));
   RETURN_IF_FAILED(bm_set_number(env, object, "maxWrite", connection->max_write));

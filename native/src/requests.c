@@ -137,8 +137,8 @@ static void bm_init(void *userdata, struct fuse_conn_info *connection) {
   /*
    * libfuse sends the INIT reply after this callback returns, and the kernel
    * applies it (including a readahead window of at most the 128 KiB it
-   * offered) while that reply is written. JavaScript raises the window once it
-   * hears of INIT, so loop_main posts the message only after the reply.
+   * offered) while that reply is written. So the loop thread raises the
+   * window and posts this message only after the reply (serve_until_initialised).
    */
   bm_message *message = bm_message_new(BM_MESSAGE_INIT);
   if (message == NULL) return;

@@ -20,6 +20,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
@@ -433,9 +434,91 @@ static void *control_main(void *argument) {
   return NULL;
 }
 
+/* Decodes in place the octal escapes (\040 for a space) that /proc/self/mountinfo uses in paths. */
+static void decode_mountinfo_path(char *path) {
+  char *out = path;
+  for (const char *in = path; *in != '\0'; out += 1) {
+    bool escape = in[0] == '\\' && in[1] >= '0' && in[1] <= '7' && in[2] >= '0' && in[2] <= '7' && in[3] >= '0' && in[3] <= '7';
+    if (escape) {
+      *out = (char)(((in[1] - '0') << 6) | ((in[2] - '0') << 3) | (in[3] - '0'));
+      in += 4;
+    } else {
+      *out = *in;
+      in += 1;
+    }
+  }
+  *out = '\0';
+}
+
+/*
+ * Finds the device (MAJOR:MINOR) of the last FUSE mount at `mountpoint` in
+ * /proc/self/mountinfo. stat(2) of the mount point would send a request to
+ * this very session, which is not serving yet. Returns false if there is none.
+ */
+static bool find_mount_device(const char *mountpoint, char *device, size_t device_size) {
+  FILE *mountinfo = fopen("/proc/self/mountinfo", "re");
+  if (mountinfo == NULL) return false;
+
+  bool found = false;
+  char *line = NULL;
+  size_t capacity = 0;
+  while (getline(&line, &capacity, mountinfo) > 0) {
+    /* Fields: id parent MAJOR:MINOR root mountpoint options [optional...] - fstype source super-options */
+    const char *separator = strstr(line, " - ");
+    if (separator == NULL || strncmp(separator + 3, "fuse", 4) != 0) continue;
+
+    char *point = malloc(strlen(line) + 1);
+    char line_device[32];
+    if (point == NULL) break;
+    if (sscanf(line, "%*s %*s %31s %*s %s", line_device, point) == 2) {
+      decode_mountinfo_path(point);
+      if (strcmp(point, mountpoint) == 0) {
+        snprintf(device, device_size, "%s", line_device);
+        found = true;
+      }
+    }
+    free(point);
+  }
+  free(line);
+  fclose(mountinfo);
+  return found;
+}
+
+/*
+ * Sets the mount's readahead window to session->read_ahead_kib through
+ * /sys/class/bdi/MAJOR:MINOR/read_ahead_kb, and records the outcome in the
+ * INIT message. The kernel starts a FUSE mount at the block device default
+ * of 128 KiB and lowers it to what the INIT reply names, so the window can
+ * only be raised after that reply. It is raised before any other request is
+ * served, because a file keeps the window it saw when it was opened.
+ */
+static void set_read_ahead(bm_session *session, bm_message *message) {
+  if (session->read_ahead_kib == 0 || session->mounted_by_descriptor) return;
+
+  char device[32];
+  if (!find_mount_device(session->mountpoint, device, sizeof device)) {
+    message->error = ENOENT;
+    return;
+  }
+
+  char file[96];
+  snprintf(file, sizeof file, "/sys/class/bdi/%s/read_ahead_kb", device);
+  message->text = strdup(file);
+
+  int descriptor = open(file, O_WRONLY | O_CLOEXEC);
+  if (descriptor < 0) {
+    message->error = errno;
+    return;
+  }
+  char value[16];
+  int length = snprintf(value, sizeof value, "%u\n", session->read_ahead_kib);
+  if (write(descriptor, value, (size_t)length) != length) message->error = errno != 0 ? errno : EIO;
+  close(descriptor);
+}
+
 /*
  * Serves requests on this thread until the INIT exchange is complete, then
- * posts the INIT message. fuse_session_process_buf returns after libfuse has
+ * sets the readahead window and posts the INIT message. fuse_session_process_buf returns after libfuse has
  * written the INIT reply, and the kernel applies that reply inside the write,
  * so JavaScript receives INIT only once the kernel's connection settings are final.
  */
@@ -457,6 +540,7 @@ static void serve_until_initialised(bm_session *session) {
   free(buffer.mem);
 
   if (message == NULL) return;
+  set_read_ahead(session, message);
   pthread_mutex_lock(&session->lock);
   if (!bm_post_locked(session, message)) bm_message_free(message);
   pthread_mutex_unlock(&session->lock);
@@ -718,6 +802,7 @@ typedef struct {
   uint32_t max_threads;
   uint32_t max_background;
   uint32_t congestion_threshold;
+  uint32_t read_ahead_kib;
   double request_timeout_ms;
 } mount_options;
 
@@ -806,6 +891,8 @@ static bool read_mount_options(napi_env env, napi_value object, mount_options *o
   options->congestion_threshold = (uint32_t)number;
   if (!read_number_option(env, object, "requestTimeoutMs", 1, 86400000, &number)) return false;
   options->request_timeout_ms = number;
+  if (!read_number_option(env, object, "readAheadKib", 0, 1048576, &number)) return false;
+  options->read_ahead_kib = (uint32_t)number;
   return true;
 }
 
@@ -907,6 +994,7 @@ static bm_session *new_session(const mount_options *options) {
   session->max_io_size = options->max_io_size;
   session->max_background = options->max_background;
   session->congestion_threshold = options->congestion_threshold;
+  session->read_ahead_kib = options->read_ahead_kib;
   session->lifecycle = BM_LIFECYCLE_MOUNTED;
   session->accepting = true;
   return session;

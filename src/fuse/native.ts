@@ -32,6 +32,8 @@ export interface NativeMountOptions {
   congestionThreshold: number;
   /** A request JavaScript has not answered after this long gets ETIMEDOUT from the addon. */
   requestTimeoutMs: number;
+  /** Readahead window in KiB that the addon sets after INIT, before it serves other requests; 0 keeps the kernel default. */
+  readAheadKib: number;
 }
 
 export interface NativeRequestContext {
@@ -84,6 +86,10 @@ export interface NativeInitInfo {
   asyncRead: boolean;
   parallelDirops: boolean;
   writebackCache: boolean;
+  /** The read_ahead_kb file written after INIT; absent when none was attempted or the mount was not found. */
+  readAheadFile?: string;
+  /** errno of setting the readahead window: 0 on success or when not attempted, ENOENT when the mount was not found. */
+  readAheadErrno: number;
 }
 
 export interface NativeTimeoutInfo {

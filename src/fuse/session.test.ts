@@ -7,7 +7,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { openSync, closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { openSync, closeSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -256,6 +256,35 @@ print(hashlib.sha256(b''.join(chunks)).hexdigest())
     }
 
     expect(windows).toEqual(Array.from({ length: MOUNT_ATTEMPTS }, () => String(DEFAULT_READ_AHEAD_KIB)));
+  });
+
+  // A file keeps the readahead window it saw when it was opened, so the
+  // window must be raised before the first request after INIT is served. A
+  // child that stats the mount point in a loop sends that first request as
+  // soon as the kernel lets it through.
+  it('raises readahead before serving requests', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
+    const firstWindows: string[] = [];
+    for (let attempt = 0; attempt < 10; attempt += 1) {
+      const mountpoint = newMountpoint();
+      const parentDevice = statSync(mountpoint).dev;
+      const poller = spawn('python3', ['-c', `import os, sys\nwhile os.stat(sys.argv[1]).st_dev == ${parentDevice}: pass`, mountpoint], { stdio: 'ignore' });
+      children.push(poller);
+
+      let firstWindow: string | undefined;
+      const filesystem = new MemoryFilesystem();
+      const getattr = filesystem.getattr.bind(filesystem);
+      filesystem.getattr = (ino) => {
+        firstWindow ??= readAheadKibOf(mountpoint);
+        return getattr(ino);
+      };
+
+      const { session } = await mountMemory(filesystem, { mountpoint });
+      await once(poller, 'exit');
+      firstWindows.push(firstWindow ?? 'no getattr');
+      await session.unmount();
+    }
+
+    expect(firstWindows).toEqual(Array.from({ length: 10 }, () => String(DEFAULT_READ_AHEAD_KIB)));
   });
 
   // Read replies of 64 KiB and more go through the addon's reply thread, and
@@ -689,6 +718,7 @@ describe('native reply methods', () => {
         maxBackground: 16,
         congestionThreshold: 12,
         requestTimeoutMs: 20_000,
+        readAheadKib: 0,
       },
       {
         request: (request) => {

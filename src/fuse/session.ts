@@ -16,7 +16,7 @@
  * native/src/requests.c.
  */
 
-import { readFile, stat, statfs, writeFile } from 'node:fs/promises';
+import { readFile, stat, statfs } from 'node:fs/promises';
 import { constants } from 'node:os';
 import path from 'node:path';
 
@@ -242,7 +242,6 @@ async function detachDeadMount(mountpoint: string, logger: Logger): Promise<void
 }
 
 interface MountinfoEntry {
-  device: string;
   mountpoint: string;
   fstype: string;
 }
@@ -255,7 +254,6 @@ async function readMountinfo(): Promise<MountinfoEntry[]> {
     const separator = fields.indexOf('-');
     if (fields.length < 5 || separator < 0) continue;
     entries.push({
-      device: fields[2]!,
       mountpoint: decodeMountinfoPath(fields[4]!),
       fstype: fields[separator + 1] ?? '',
     });
@@ -268,25 +266,15 @@ function decodeMountinfoPath(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }
 
-/**
- * Sets the readahead window of the FUSE mount at `mountpoint`. The device
- * number comes from /proc/self/mountinfo rather than stat(2), which would send
- * a request to this very filesystem.
- */
-async function setReadAhead(mountpoint: string, kib: number, logger: Logger): Promise<void> {
-  const mount = (await readMountinfo()).findLast((entry) => entry.mountpoint === mountpoint && entry.fstype.startsWith('fuse'));
-  const device = mount?.device;
-  if (device === undefined) {
+/** Logs how setting the readahead window went; the addon sets it after INIT, before it serves other requests. */
+function logReadAhead(info: NativeInitInfo, mountpoint: string, kib: number, logger: Logger): void {
+  const file = info.readAheadFile;
+  if (info.readAheadErrno === 0) {
+    if (file !== undefined) logger.debug({ mountpoint, file, kib }, 'set the readahead window');
+  } else if (file === undefined) {
     logger.warn({ mountpoint }, 'cannot set the readahead window: the mount is missing from /proc/self/mountinfo');
-    return;
-  }
-
-  const file = `/sys/class/bdi/${device}/read_ahead_kb`;
-  try {
-    await writeFile(file, `${kib}\n`);
-    logger.debug({ mountpoint, file, kib }, 'set the readahead window');
-  } catch (error) {
-    logger.info({ mountpoint, file, err: error }, 'cannot set the readahead window (needs root); buffered reads arrive in 128 KiB requests');
+  } else {
+    logger.info({ mountpoint, file, errno: errnoName(info.readAheadErrno) }, 'cannot set the readahead window (needs root); buffered reads arrive in 128 KiB requests');
   }
 }
 
@@ -368,6 +356,7 @@ export class FuseSession {
         maxBackground,
         congestionThreshold: Math.max(1, Math.floor((maxBackground * 3) / 4)),
         requestTimeoutMs: options.requestTimeoutMs,
+        readAheadKib: options.readAheadKib ?? DEFAULT_READ_AHEAD_KIB,
       },
       {
         request: (request) => session.#dispatch(request),
@@ -393,8 +382,7 @@ export class FuseSession {
 
     try {
       const info = await Promise.race([initialised, initTimeout]);
-      const readAheadKib = options.readAheadKib ?? DEFAULT_READ_AHEAD_KIB;
-      if (readAheadKib > 0 && !isDescriptorMountpoint(mountpoint)) await setReadAhead(mountpoint, readAheadKib, logger);
+      logReadAhead(info, mountpoint, options.readAheadKib ?? DEFAULT_READ_AHEAD_KIB, logger);
       logger.info(
         { mountpoint, maxWrite: info.maxWrite, maxRead: info.maxRead, readdirplus: info.readdirplus, protocol: `${info.protocolMajor}.${info.protocolMinor}` },
         'FUSE filesystem mounted',
