@@ -518,9 +518,9 @@ static void set_read_ahead(bm_session *session, bm_message *message) {
 
 /*
  * Serves requests on this thread until the INIT exchange is complete, then
- * sets the readahead window and posts the INIT message. fuse_session_process_buf returns after libfuse has
- * written the INIT reply, and the kernel applies that reply inside the write,
- * so JavaScript receives INIT only once the kernel's connection settings are final.
+ * sets the readahead window and posts the INIT message. The kernel applies
+ * the INIT reply inside the write that fuse_session_process_buf makes, so
+ * JavaScript receives INIT only once the connection settings are final.
  */
 static void serve_until_initialised(bm_session *session) {
   struct fuse_buf buffer = { .mem = NULL };

@@ -9,9 +9,10 @@
  * came from the buffers of the write requests, which are pooled too now.
  *
  * A buffer is given back only when nothing refers to it any more. A part
- * buffer comes back after its part or object was uploaded successfully;
- * failed uploads drop theirs, because the HTTP layer may still hold a failed
- * request's body. A write request buffer comes back once the write finished.
+ * buffer comes back after its part or object was uploaded successfully. A
+ * failed upload drops its buffer, because the HTTP layer may still hold the
+ * failed request's body. A write request buffer comes back once the write
+ * finished.
  */
 
 /** Idle buffers kept per size by default; a streaming writer needs one while its last part uploads. */

@@ -32,7 +32,7 @@ export interface NativeMountOptions {
   congestionThreshold: number;
   /** A request JavaScript has not answered after this long gets ETIMEDOUT from the addon. */
   requestTimeoutMs: number;
-  /** Readahead window in KiB that the addon sets after INIT, before it serves other requests; 0 keeps the kernel default. */
+  /** Readahead window in KiB that the addon sets after INIT, before it serves other requests. 0 keeps the kernel default. */
   readAheadKib: number;
 }
 
@@ -189,8 +189,8 @@ export interface NativeAddon {
   setLargeAllocationThreshold(bytes: number): boolean;
   /**
    * Returns the free pages inside the C library's heaps to the system
-   * (glibc malloc_trim). True when memory was released; false when none was
-   * or the C library has no such call.
+   * (glibc malloc_trim). Returns true when memory was released, and false
+   * when none was or the C library has no such call.
    */
   releaseFreeMemory(): boolean;
   libfuseVersion: string;

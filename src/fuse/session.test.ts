@@ -29,7 +29,7 @@ const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 /** Upper bound for one child process; a hang fails the test instead of blocking it. */
 const CHILD_TIMEOUT_MS = 30_000;
 const MOUNT_TEST_TIMEOUT_MS = 90_000;
-/** Mounts in the readahead test; each is one chance for the INIT order to go wrong. */
+/** Mounts in the readahead test, each one chance for the INIT order to go wrong. */
 const MOUNT_ATTEMPTS = 60;
 
 interface Mounted {
@@ -240,8 +240,8 @@ print(hashlib.sha256(b''.join(chunks)).hexdigest())
   });
 
   // The kernel applies the INIT reply while libfuse writes it, and that reply
-  // caps the readahead window at the 128 KiB the kernel offered. So mount()
-  // must raise the window after the reply, not after the init callback. Busy
+  // caps the readahead window at the 128 KiB the kernel offered. So the
+  // window must be raised after the reply, not from the init callback. Busy
   // processes on every core make a wrong order show up within a few mounts.
   it('keeps 1 MiB readahead on every mount', { timeout: MOUNT_TEST_TIMEOUT_MS }, async () => {
     for (let core = 0; core < availableParallelism() * 2; core += 1) {

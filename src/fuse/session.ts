@@ -92,7 +92,7 @@ export interface FuseMountOptions {
   /**
    * Resident set size in bytes above which the free pages of the C library's
    * heaps are returned to the system, checked every second. Undefined
-   * disables it. Process-wide: the first mount's value holds.
+   * disables it. The setting is per process, so the first mount's value applies.
    */
   residentTargetBytes?: number;
   /**
@@ -142,7 +142,7 @@ function isDescriptorMountpoint(mountpoint: string): boolean {
  */
 const LARGE_ALLOCATION_BYTES = 2 * 1024 * 1024;
 
-/** Idle write request buffers (MAX_IO_SIZE each) kept for reuse; enough for the writes of 16 processes at once. */
+/** Idle write request buffers (MAX_IO_SIZE each) kept for reuse, enough for the writes of 16 processes at once. */
 const IDLE_WRITE_BUFFERS = 16;
 
 let largeAllocationThresholdSet = false;
@@ -163,8 +163,11 @@ function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, resident
     logger.info({ bytes: LARGE_ALLOCATION_BYTES }, 'the C library has no mmap threshold to set; freed buffers may stay resident, and RSS may exceed --memory-limit by more');
   }
 
+  if (residentTargetBytes === undefined) return;
+
   // Runs for the life of the process, like the threshold above.
-  if (residentTargetBytes !== undefined) new FreeMemoryReleaser({ release: () => addon.releaseFreeMemory(), targetBytes: residentTargetBytes, logger }).start();
+  const releaser = new FreeMemoryReleaser({ release: () => addon.releaseFreeMemory(), targetBytes: residentTargetBytes, logger });
+  releaser.start();
 }
 
 /** Errors of a FUSE mount whose daemon is gone: ENOTCONN, or ECONNABORTED when a request was cut off by the abort. */
@@ -266,7 +269,7 @@ function decodeMountinfoPath(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }
 
-/** Logs how setting the readahead window went; the addon sets it after INIT, before it serves other requests. */
+/** Logs the outcome of setting the readahead window, which the addon does after INIT and before it serves other requests. */
 function logReadAhead(info: NativeInitInfo, mountpoint: string, kib: number, logger: Logger): void {
   const file = info.readAheadFile;
   if (info.readAheadErrno === 0) {
