@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { chooseMemoryBudget, findContainerMemoryLimit, memoryBudgetForLimit, type MemoryLimitFiles } from './memory-limit.js';
+import { chooseMemoryBudget, findContainerMemoryLimit, garbageThreshold, memoryBudgetForLimit, type MemoryLimitFiles } from './memory-limit.js';
 
 const MiB = 1024 * 1024;
 
@@ -98,5 +98,13 @@ describe('chooseMemoryBudget', () => {
   it('uses 512 MiB without a limit', async () => {
     const decision = await chooseMemoryBudget(undefined, 16 * MiB, files('0::/\n', V2_MOUNTINFO, { '/sys/fs/cgroup/memory.max': 'max' }));
     expect(decision).toEqual({ bytes: 512 * MiB, source: 'default' });
+  });
+});
+
+describe('garbageThreshold', () => {
+  it('is a quarter of the budget within bounds', () => {
+    expect(garbageThreshold(256 * MiB)).toBe(64 * MiB);
+    expect(garbageThreshold(64 * MiB)).toBe(32 * MiB);
+    expect(garbageThreshold(2048 * MiB)).toBe(128 * MiB);
   });
 });

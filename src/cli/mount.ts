@@ -41,7 +41,7 @@ import { startupMode } from '../startup/startup-mode.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
-import { chooseMemoryBudget, RESERVED_FOR_PROCESS, RESIDENT_ALLOWANCE } from './memory-limit.js';
+import { chooseMemoryBudget, garbageThreshold, RESERVED_FOR_PROCESS, RESIDENT_ALLOWANCE } from './memory-limit.js';
 
 /**
  * How long the daemon waits, after its lazy unmount, for the kernel to close
@@ -219,6 +219,7 @@ async function mountSession(
         maxThreads: 16,
         autoUnmount: true,
         residentTargetBytes: memoryBytes + RESIDENT_ALLOWANCE,
+        collectGarbageAfterBytes: garbageThreshold(memoryBytes),
         onOperationDone: (op, errno, durationMs, bytes) => {
           if (metrics === undefined) return;
           metrics.operationDone(op, errno, durationMs, modules.errnoName);

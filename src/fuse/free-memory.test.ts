@@ -4,7 +4,7 @@ import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
-import { FreeMemoryReleaser, RELEASE_CHECK_INTERVAL_MS } from './free-memory.js';
+import { COLLECTION_CHECK_INTERVAL_MS, FreeMemoryReleaser, GarbageCollectionPacer, RELEASE_CHECK_INTERVAL_MS } from './free-memory.js';
 import { loadNativeAddon } from './native.js';
 
 const MiB = 1024 * 1024;
@@ -51,6 +51,66 @@ describe('FreeMemoryReleaser', () => {
     releaser.stop();
     vi.advanceTimersByTime(3 * RELEASE_CHECK_INTERVAL_MS);
     expect(release).toHaveBeenCalledTimes(3);
+  });
+});
+
+describe('GarbageCollectionPacer', () => {
+  it('collects after the threshold of growth', () => {
+    let buffers = 100 * MiB;
+    const collect = vi.fn(() => {
+      buffers -= 40 * MiB;
+    });
+    const pacer = new GarbageCollectionPacer({ collect, thresholdBytes: 64 * MiB, logger: silent, bufferBytes: () => buffers });
+
+    buffers += 63 * MiB;
+    pacer.check();
+    expect(collect).not.toHaveBeenCalled();
+
+    buffers += 1 * MiB;
+    pacer.check();
+    expect(collect).toHaveBeenCalledTimes(1);
+    expect(buffers).toBe(124 * MiB);
+
+    // The next threshold counts from what the collection left.
+    buffers += 63 * MiB;
+    pacer.check();
+    expect(collect).toHaveBeenCalledTimes(1);
+    buffers += 1 * MiB;
+    pacer.check();
+    expect(collect).toHaveBeenCalledTimes(2);
+    expect(pacer.collectionCount).toBe(2);
+  });
+
+  it('counts from a lower level after V8 collected', () => {
+    let buffers = 200 * MiB;
+    const collect = vi.fn();
+    const pacer = new GarbageCollectionPacer({ collect, thresholdBytes: 64 * MiB, logger: silent, bufferBytes: () => buffers });
+
+    // A collection of V8's own leaves 50 MiB, so 64 MiB more reaches the threshold.
+    buffers = 50 * MiB;
+    pacer.check();
+    buffers = 114 * MiB;
+    pacer.check();
+    expect(collect).toHaveBeenCalledTimes(1);
+  });
+
+  it('checks every interval until stopped', () => {
+    vi.useFakeTimers();
+    let buffers = 0;
+    const collect = vi.fn();
+    const pacer = new GarbageCollectionPacer({ collect, thresholdBytes: 10 * MiB, logger: silent, bufferBytes: () => buffers });
+
+    pacer.start();
+    for (let tick = 0; tick < 3; tick += 1) {
+      buffers += 10 * MiB;
+      vi.advanceTimersByTime(COLLECTION_CHECK_INTERVAL_MS);
+    }
+    expect(collect).toHaveBeenCalledTimes(3);
+
+    pacer.stop();
+    buffers += 10 * MiB;
+    vi.advanceTimersByTime(COLLECTION_CHECK_INTERVAL_MS);
+    expect(collect).toHaveBeenCalledTimes(3);
   });
 });
 

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { BufferPool } from '../cache/buffer-pool.js';
 import { Errno, FilesystemError, errnoOf } from '../fs/errno.js';
 import { detachMount } from './detach.js';
-import { FreeMemoryReleaser } from './free-memory.js';
+import { COLLECTION_CHECK_INTERVAL_MS, FreeMemoryReleaser, GarbageCollectionPacer, takeOverBufferCollection } from './free-memory.js';
 import type { Logger } from '../observability/logger.js';
 import {
   loadNativeAddon,
@@ -96,6 +96,12 @@ export interface FuseMountOptions {
    */
   residentTargetBytes?: number;
   /**
+   * Growth of buffer memory after which a full garbage collection runs, in
+   * place of V8's fixed 64 MiB. Undefined keeps V8's default. The setting is
+   * per process, so the first mount's value applies.
+   */
+  collectGarbageAfterBytes?: number;
+  /**
    * Called once per answered request with the errno sent (0 for success), for
    * metrics. `bytes` is the data length of a successful read reply and the
    * count of a successful write reply, and 0 otherwise.
@@ -153,7 +159,7 @@ let largeAllocationThresholdSet = false;
  * own mappings, and the free pages of the smaller ones are returned while the
  * process is larger than `residentTargetBytes`.
  */
-function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, residentTargetBytes: number | undefined): void {
+function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, options: FuseMountOptions): void {
   if (largeAllocationThresholdSet) return;
   largeAllocationThresholdSet = true;
 
@@ -163,11 +169,20 @@ function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, resident
     logger.info({ bytes: LARGE_ALLOCATION_BYTES }, 'the C library has no mmap threshold to set; freed buffers may stay resident, and RSS may exceed --memory-limit by more');
   }
 
-  if (residentTargetBytes === undefined) return;
+  // The pacer and the releaser run for the life of the process, like the threshold above.
+  const collectAfterBytes = options.collectGarbageAfterBytes;
+  if (collectAfterBytes !== undefined) {
+    // Taking over creates a V8 context (about 2 ms), so it runs after the mount has served its first requests.
+    const takeOver = (): void => {
+      const collect = takeOverBufferCollection(logger);
+      if (collect !== undefined) new GarbageCollectionPacer({ collect, thresholdBytes: collectAfterBytes, logger }).start();
+    };
+    setTimeout(takeOver, COLLECTION_CHECK_INTERVAL_MS).unref();
+  }
 
-  // Runs for the life of the process, like the threshold above.
-  const releaser = new FreeMemoryReleaser({ release: () => addon.releaseFreeMemory(), targetBytes: residentTargetBytes, logger });
-  releaser.start();
+  if (options.residentTargetBytes !== undefined) {
+    new FreeMemoryReleaser({ release: () => addon.releaseFreeMemory(), targetBytes: options.residentTargetBytes, logger }).start();
+  }
 }
 
 /** Errors of a FUSE mount whose daemon is gone: ENOTCONN, or ECONNABORTED when a request was cut off by the abort. */
@@ -332,7 +347,7 @@ export class FuseSession {
     if (!isDescriptorMountpoint(mountpoint)) await checkMountpoint(mountpoint, logger);
 
     const addon = loadNativeAddon();
-    returnFreedBuffersToSystem(addon, logger, options.residentTargetBytes);
+    returnFreedBuffersToSystem(addon, logger, options);
     const session = new FuseSession(mountpoint, operations, logger, options.onOperationDone);
     const maxBackground = options.maxBackground ?? DEFAULT_MAX_BACKGROUND;
 

@@ -4,8 +4,8 @@
  *
  * Node cannot serialize the native state of node:http, node:https and
  * node:http2 (building the snapshot aborts), and warns that node:module,
- * node:child_process and node:worker_threads are not verified to work after
- * a snapshot is restored. The AWS SDK and pino load them when their modules
+ * node:child_process, node:worker_threads and node:vm are not verified to
+ * work after a snapshot is restored. The AWS SDK and pino load them when their modules
  * are evaluated, although they use them only later, when a request is sent or
  * a worker is created.
  *
@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 
 import type { Plugin } from 'esbuild';
 
-export const DEFERRED_BUILTINS = ['http', 'https', 'http2', 'child_process', 'module', 'worker_threads'];
+export const DEFERRED_BUILTINS = ['http', 'https', 'http2', 'child_process', 'module', 'worker_threads', 'vm'];
 
 const NAMESPACE = 'deferred-builtin';
 
