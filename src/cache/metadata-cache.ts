@@ -42,8 +42,12 @@ export type CachedLookup = CachedEntry | 'missing' | undefined;
 /** A store request in flight whose result may be cached; see `beginFetch`. */
 export interface MetadataFetch {
   readonly path: string;
-  /** `entry`: what the path is (HEAD and one-key listing). `listing`: the entries of the directory at the path. */
-  readonly kind: 'entry' | 'listing';
+  /**
+   * `entry`: what the path is (HEAD and one-key listing). `listing`: the
+   * entries of the directory at the path. `tree`: listings of directories
+   * below the path, from one page of keys without a delimiter.
+   */
+  readonly kind: 'entry' | 'listing' | 'tree';
   /** Set by a local change that makes the result unsafe to cache. */
   stale: boolean;
   /** For a listing: local changes to its children during the fetch, by name, applied before it is stored. */
@@ -173,6 +177,22 @@ export class MetadataCache {
     return listing;
   }
 
+  /**
+   * Stores listings of directories below `fetch.path`, fetched as one page
+   * of keys, unless a local change anywhere below that path made them stale.
+   * Returns whether they were stored.
+   */
+  finishTreeFetch(fetch: MetadataFetch, listings: ReadonlyMap<string, Map<string, CachedEntry>>): boolean {
+    this.abandonFetch(fetch);
+    if (this.ttlMs <= 0 || fetch.stale) return false;
+
+    for (const [path, listing] of listings) {
+      this.listings.set(path, { ...this.stamp(listing), resolvesMissingNames: true });
+      for (const [name, entry] of listing) this.entries.set(childPath(path, name), this.stamp(entry));
+    }
+    return true;
+  }
+
   /** Records a local change: the path now contains `entry`. */
   storeEntry(path: string, entry: CachedEntry): void {
     this.notePendingChange(path, entry);
@@ -238,7 +258,8 @@ export class MetadataCache {
    * to something unknown). A listing of the parent records the change. Every
    * other fetch of the path becomes stale, and so does every entry fetch of
    * an ancestor, because the change may create or remove an implicit
-   * directory above it. Listings of further ancestors are kept: like the
+   * directory above it, and every tree fetch of an ancestor, because its
+   * page may contain the path. Listings of further ancestors are kept: like the
    * cached listings that `updateParentListing` changes, they learn of an
    * implicit directory that appeared or vanished only when the TTL passes.
    */
@@ -250,14 +271,15 @@ export class MetadataCache {
 
     const parent = parentPathOf(path);
     for (const fetch of this.pending.get(parent) ?? []) {
-      if (fetch.kind === 'entry' || change === undefined) fetch.stale = true;
+      if (fetch.kind !== 'listing' || change === undefined) fetch.stale = true;
       else fetch.changes.set(baseNameOf(path), change);
     }
 
+    // A page of keys below an ancestor may contain the changed path.
     for (let ancestor = parent; ancestor !== ''; ) {
       ancestor = parentPathOf(ancestor);
       for (const fetch of this.pending.get(ancestor) ?? []) {
-        if (fetch.kind === 'entry') fetch.stale = true;
+        if (fetch.kind !== 'listing') fetch.stale = true;
       }
     }
   }

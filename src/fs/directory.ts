@@ -32,6 +32,16 @@
  * A renewed listing resolves missing names when the one it replaces did (a
  * listing from readdir or mkdir), because what it shows is still at most one
  * TTL old.
+ *
+ * A program that walks a tree (find, du, os.walk) lists one sibling
+ * directory after another. When readdir misses the cache within the TTL of a
+ * readdir of a sibling, the parent's keys are listed without a delimiter,
+ * one page starting at the directory's own keys. That page holds the whole
+ * contents of the directory and of the next siblings (and their
+ * subdirectories) whose keys it covers, and each of those gets its cached
+ * listing from it, so one request replaces a listing per directory. When
+ * the directory alone has more keys than a page, it is listed as usual, and
+ * its siblings are listed one by one for `LARGE_DIRECTORY_RETRY_MS`.
  */
 
 import type { Logger } from 'pino';
@@ -40,7 +50,7 @@ import { entryBoundedCache } from '../cache/entry-bounded-cache.js';
 import type { ObjectInfo, ObjectStore } from '../store/types.js';
 import { NotFoundError } from '../store/errors.js';
 import type { CachedEntry, MetadataCache } from '../cache/metadata-cache.js';
-import { baseNameOf, invalidNameReason, parentPathOf, type KeyMapper } from './names.js';
+import { baseNameOf, childPath, invalidNameReason, parentPathOf, type KeyMapper } from './names.js';
 
 /**
  * Pages that a listing started by lookups may fetch. Each page (1,000 keys on
@@ -54,6 +64,9 @@ export const LARGE_DIRECTORY_RETRY_MS = 60_000;
 
 /** Directories whose last lookup is remembered; the least recently used are forgotten first. */
 const TRACKED_DIRECTORIES = 10_000;
+
+/** Listings of directories found complete in one page of keys listed without a delimiter, by path. */
+type TreeListings = Map<string, Map<string, CachedEntry>>;
 
 /** The last lookup in a directory, which decides whether the next one lists it. */
 interface LookupActivity {
@@ -95,6 +108,10 @@ export class DirectoryModel {
   private readonly lookupActivity = entryBoundedCache<string, LookupActivity>(TRACKED_DIRECTORIES);
   /** Directories with more than `LOOKUP_LISTING_MAX_PAGES` pages, with the time until which they are not listed for lookups. */
   private readonly largeDirectories = entryBoundedCache<string, number>(TRACKED_DIRECTORIES);
+  /** The last child listed for readdir in each recently used directory, by directory path. */
+  private readonly readdirActivity = entryBoundedCache<string, LookupActivity>(TRACKED_DIRECTORIES);
+  /** Directories with a child too large for one page of keys, with the time until which their children are listed one by one. */
+  private readonly deepDirectories = entryBoundedCache<string, number>(TRACKED_DIRECTORIES);
   /** Keys skipped because they cannot be paths, over the life of the mount. */
   skippedKeyCount = 0;
 
@@ -114,8 +131,14 @@ export class DirectoryModel {
    * reused, because it does not resolve missing names.
    */
   async list(path: string): Promise<ReadonlyMap<string, CachedEntry>> {
+    const walking = this.recordReaddir(path);
     const cached = this.cache.listing(path, { resolvesMissingNames: true });
     if (cached !== undefined) return cached;
+
+    if (walking && !this.listingsInFlight.has(path)) {
+      const listed = await this.listWithSiblings(path);
+      if (listed !== undefined) return listed;
+    }
 
     // A bounded listing in flight (the first page that `prefetch` requested) serves this readdir
     // when the directory fits in it. When it does not, or fails, this readdir lists every page.
@@ -128,6 +151,115 @@ export class DirectoryModel {
     // A listing without a page limit always completes.
     const listing = await this.sharedListing(path, Number.POSITIVE_INFINITY, true);
     return listing!;
+  }
+
+  /**
+   * Records a readdir of `path`, and returns whether a cache miss should list
+   * it together with its next siblings: when another child of its parent was
+   * listed within the TTL and no child there was too large for one page.
+   */
+  private recordReaddir(path: string): boolean {
+    if (path === '') return false;
+
+    const parent = parentPathOf(path);
+    const name = baseNameOf(path);
+    const nowMs = this.now();
+    const previous = this.readdirActivity.get(parent);
+    this.readdirActivity.set(parent, { name, atMs: nowMs });
+
+    if (previous === undefined || previous.name === name || nowMs - previous.atMs >= this.metadataTtlMs) return false;
+    const deepUntilMs = this.deepDirectories.get(parent);
+    return deepUntilMs === undefined || deepUntilMs <= nowMs;
+  }
+
+  /**
+   * Lists one page of the parent's keys without a delimiter, starting at the
+   * keys of `path`, and caches the listing of every directory that the page
+   * covers completely. Returns the listing of `path`, or undefined when the
+   * page does not cover it, the listing could not be cached, or the request
+   * failed (the caller then lists `path` as usual).
+   */
+  private async listWithSiblings(path: string): Promise<ReadonlyMap<string, CachedEntry> | undefined> {
+    const parent = parentPathOf(path);
+    const parentPrefix = this.keys.directoryPrefix(parent);
+    // The directory's prefix without its '/': keys of siblings that sort after it come along.
+    const startAfter = this.keys.directoryPrefix(path).slice(0, -1);
+
+    const fetch = this.cache.beginFetch(parent, 'tree');
+    let listings: TreeListings;
+    try {
+      const page = await this.store.list({ prefix: parentPrefix, startAfter, signal: this.signal });
+      listings = this.listingsFromPage(parent, parentPrefix, page.objects, page.nextToken !== undefined);
+    } catch (error) {
+      this.cache.abandonFetch(fetch);
+      this.logger.debug({ bucket: this.store.bucket, prefix: parentPrefix, startAfter, err: error }, 'listing the keys of a directory and its siblings failed; listing the directory alone');
+      return undefined;
+    }
+
+    const listing = listings.get(path);
+    if (listing === undefined) {
+      this.deepDirectories.set(parent, this.now() + LARGE_DIRECTORY_RETRY_MS);
+      this.logger.debug(
+        { bucket: this.store.bucket, prefix: this.keys.directoryPrefix(path), retryMs: LARGE_DIRECTORY_RETRY_MS },
+        'directory has more keys than one page; listing its siblings one by one',
+      );
+    }
+    if (!this.cache.finishTreeFetch(fetch, listings)) return undefined;
+    return listing;
+  }
+
+  /**
+   * Builds the listing of every directory below `parent` whose keys all lie
+   * in one page of keys listed without a delimiter. Each key names its
+   * directories one segment at a time, and a segment that is not a valid
+   * name hides the key from that level down, as a delimited listing would.
+   */
+  private listingsFromPage(parent: string, parentPrefix: string, objects: readonly ObjectInfo[], truncated: boolean): TreeListings {
+    const listings: TreeListings = new Map();
+    const lastKey = objects.at(-1)?.key ?? '';
+
+    for (const info of objects) {
+      const segments = info.key.slice(parentPrefix.length).split('/');
+      // The first segment names a child of the parent, whose own listing this page does not give.
+      if (segments.length < 2 || invalidNameReason(segments[0]!) !== undefined) continue;
+
+      let directory = childPath(parent, segments[0]!);
+      let directoryPrefix = `${parentPrefix}${segments[0]!}/`;
+      for (let index = 1; index < segments.length; index += 1) {
+        // Keys of a directory sort together, so the last key of a truncated page may cut only the directory it is in.
+        if (truncated && lastKey.startsWith(directoryPrefix)) break;
+
+        let listing = listings.get(directory);
+        if (listing === undefined) {
+          listing = new Map();
+          listings.set(directory, listing);
+        }
+
+        const name = segments[index]!;
+        const isFile = index === segments.length - 1;
+        // A key ending in '/' is the marker of its directory, not an entry of it.
+        if (isFile && name === '') break;
+        if (invalidNameReason(name) !== undefined) {
+          this.logger.debug({ bucket: this.store.bucket, key: info.key, name }, 'skipped a key that cannot be a file name while listing a tree');
+          break;
+        }
+
+        if (isFile) {
+          // A directory shadows a file of the same name.
+          if (listing.get(name)?.kind !== 'directory') listing.set(name, { kind: 'file', info });
+          break;
+        }
+        listing.set(name, { kind: 'directory' });
+        directory = childPath(directory, name);
+        directoryPrefix = `${directoryPrefix}${name}/`;
+      }
+    }
+
+    // In name order, as a delimited listing gives them ('a-b' sorts before 'a/' among keys, after 'a' among names).
+    for (const [path, listing] of listings) {
+      listings.set(path, new Map([...listing.keys()].sort().map((name) => [name, listing.get(name)!])));
+    }
+    return listings;
   }
 
   /**

@@ -7,6 +7,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { LARGE_DIRECTORY_RETRY_MS, LOOKUP_LISTING_MAX_PAGES } from './directory.js';
+import { MemoryStore } from '../store/memory.js';
+import type { ListPage, ListRequest } from '../store/types.js';
 import { Errno } from './errno.js';
 import { createTestMount, errnoOfRejection, O_RDONLY, patternBytes, settle, type ControlledStore } from './test-support.js';
 
@@ -248,5 +250,128 @@ describe('small files: request counts', () => {
     const calls = callsSince(store, start);
     expect(calls.filter((call) => call.startsWith('listing'))).toEqual([]);
     expect(calls).toContain('head dir/b');
+  });
+});
+
+/** A memory store whose pages of keys listed without a delimiter from a start key are computed at once but delivered only on `releasePages`. */
+class PageHoldingStore extends MemoryStore {
+  heldPages = 0;
+  private gate: Promise<void>;
+  private open: () => void = () => undefined;
+
+  constructor() {
+    super();
+    this.gate = new Promise((resolve) => {
+      this.open = resolve;
+    });
+  }
+
+  override async list(request: ListRequest): Promise<ListPage> {
+    const page = await super.list(request);
+    if (request.delimiter !== undefined || request.startAfter === undefined) return page;
+
+    this.heldPages += 1;
+    await this.gate;
+    return page;
+  }
+
+  releasePages(): void {
+    this.open();
+  }
+}
+
+describe('tree walks: request counts', () => {
+  /** Returns the flat listings (without a delimiter) made from index `from` on, as `prefix after startAfter`. */
+  function flatListingsSince(store: ControlledStore, from: number): string[] {
+    return store.calls
+      .slice(from)
+      .filter((call) => call.operation === 'list' && (call.detail as { delimiter?: string }).delimiter === undefined)
+      .map((call) => `${call.key ?? ''} after ${(call.detail as { startAfter?: string }).startAfter ?? ''}`);
+  }
+
+  it('lists walked siblings with one page', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 10 } });
+    for (let directory = 0; directory < 6; directory += 1) {
+      for (let file = 0; file < 3; file += 1) memory.putRaw(`tree/d${directory}/f${file}`, 'x');
+    }
+    memory.putRaw('tree/d3/', '');
+    memory.putRaw('tree/d4/sub/deep', 'x');
+    await mount.names('tree');
+    await mount.names('tree/d0');
+    const start = store.calls.length;
+
+    const listed: string[][] = [];
+    for (let directory = 1; directory < 6; directory += 1) listed.push(await mount.names(`tree/d${directory}`));
+    expect(await mount.names('tree/d4/sub')).toEqual(['deep']);
+
+    expect(listed).toEqual([
+      ['f0', 'f1', 'f2'],
+      ['f0', 'f1', 'f2'],
+      ['f0', 'f1', 'f2'],
+      ['f0', 'f1', 'f2', 'sub'],
+      ['f0', 'f1', 'f2'],
+    ]);
+    // Pages of 10 keys: d1 and d2 (d3 is cut), then d3, d4 and d4/sub (d5 is cut), then d5.
+    expect(callsSince(store, start)).toEqual(['list tree/', 'list tree/', 'list tree/']);
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ after tree/d3', 'tree/ after tree/d5']);
+  });
+
+  it('resolves lookups from the walked page', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let directory = 0; directory < 3; directory += 1) memory.putRaw(`tree/d${directory}/file`, 'abc');
+    await mount.names('tree');
+    await mount.names('tree/d0');
+    await mount.names('tree/d1');
+    const start = store.calls.length;
+
+    expect((await mount.stat('tree/d2/file')).size).toBe(3);
+    expect(await errnoOfRejection(mount.stat('tree/d2/missing'))).toBe(Errno.ENOENT);
+    expect(await mount.names('tree/d2')).toEqual(['file']);
+    expect(callsSince(store, start)).toEqual([]);
+  });
+
+  it('lists a directory larger than a page alone', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
+    for (const [directory, files] of [['d0', 2], ['d1', 6], ['d2', 2]] as const) {
+      for (let file = 0; file < files; file += 1) memory.putRaw(`tree/${directory}/f${file}`, 'x');
+    }
+    await mount.names('tree');
+    await mount.names('tree/d0');
+    const start = store.calls.length;
+
+    expect(await mount.names('tree/d1')).toEqual(['f0', 'f1', 'f2', 'f3', 'f4', 'f5']);
+    expect(await mount.names('tree/d2')).toEqual(['f0', 'f1']);
+
+    // The page from d1 holds only d1's keys, so d1 and then its siblings are listed one by one.
+    expect(callsSince(store, start)).toEqual(['list tree/', 'listing tree/d1/', 'listing tree/d1/', 'listing tree/d2/']);
+  });
+
+  it('keeps no page that a local change overlapped', async () => {
+    const memory = new PageHoldingStore();
+    const { mount } = createTestMount({ config: { metadataTtlMs: TTL_MS }, memory });
+    for (let directory = 0; directory < 3; directory += 1) memory.putRaw(`tree/d${directory}/file`, 'x');
+    await mount.names('tree');
+    await mount.names('tree/d0');
+
+    // The server answers the page before the file exists, and the answer arrives after it was written.
+    const walked = mount.names('tree/d1');
+    await settle();
+    expect(memory.heldPages).toBe(1);
+    await mount.writeFile('tree/d2/new', Buffer.from('new'));
+    memory.releasePages();
+
+    expect(await walked).toEqual(['file']);
+    expect(await mount.names('tree/d2')).toEqual(['file', 'new']);
+  });
+
+  it('lists the first sibling of a walk as usual', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS } });
+    for (let directory = 0; directory < 3; directory += 1) memory.putRaw(`tree/d${directory}/file`, 'x');
+    await mount.names('tree');
+    const start = store.calls.length;
+
+    await mount.names('tree/d0');
+
+    expect(callsSince(store, start)).toEqual(['listing tree/d0/']);
   });
 });
