@@ -36,20 +36,22 @@
  * A program that walks a tree (find, du, os.walk) lists one sibling
  * directory after another. When readdir misses the cache within the TTL of a
  * readdir of a sibling, the parent's keys are listed without a delimiter,
- * one page starting at the directory's own keys. That page holds the whole
- * contents of the directory and of the next siblings (and their
+ * one page starting at the directory's own keys. That page contains the
+ * whole contents of the directory and of the next siblings (and their
  * subdirectories) whose keys it covers, and each of those gets its cached
- * listing from it, so one request replaces a listing per directory. When
- * the directory alone has more keys than a page, it is listed as usual, and
- * its siblings are listed one by one for `LARGE_DIRECTORY_RETRY_MS`.
+ * listing from it, so one request replaces a listing per directory. The page
+ * after it is requested at once, and completes the sibling that the first
+ * page cut off when the walk reaches that sibling. When the directory alone
+ * has more keys than a page, it is listed as usual, and its siblings are
+ * listed one by one for `LARGE_DIRECTORY_RETRY_MS`.
  */
 
 import type { Logger } from 'pino';
 
 import { entryBoundedCache } from '../cache/entry-bounded-cache.js';
-import type { ObjectInfo, ObjectStore } from '../store/types.js';
+import type { ListPage, ObjectInfo, ObjectStore } from '../store/types.js';
 import { NotFoundError } from '../store/errors.js';
-import type { CachedEntry, MetadataCache } from '../cache/metadata-cache.js';
+import type { CachedEntry, MetadataCache, MetadataFetch } from '../cache/metadata-cache.js';
 import { baseNameOf, childPath, invalidNameReason, parentPathOf, type KeyMapper } from './names.js';
 
 /**
@@ -67,6 +69,22 @@ const TRACKED_DIRECTORIES = 10_000;
 
 /** Listings of directories found complete in one page of keys listed without a delimiter, by path. */
 type TreeListings = Map<string, Map<string, CachedEntry>>;
+
+/** Walks through the children of different directories that are continued at once; the oldest is dropped. */
+const MAX_TREE_WALKS = 16;
+
+/** A walk through the children of one directory, continued page by page. */
+interface TreeWalk {
+  /** The child directory that the last page cut off, which the next page completes. */
+  resumePath: string;
+  /** The keys of that directory in the last page. */
+  carried: ObjectInfo[];
+  /** The next page, requested as soon as the last one arrived. */
+  nextPage: Promise<ListPage>;
+  /** The cache token of the next page, taken before it was requested. */
+  fetch: MetadataFetch;
+  startedAtMs: number;
+}
 
 /** The last lookup in a directory, which decides whether the next one lists it. */
 interface LookupActivity {
@@ -112,6 +130,8 @@ export class DirectoryModel {
   private readonly readdirActivity = entryBoundedCache<string, LookupActivity>(TRACKED_DIRECTORIES);
   /** Directories with a child too large for one page of keys, with the time until which their children are listed one by one. */
   private readonly deepDirectories = entryBoundedCache<string, number>(TRACKED_DIRECTORIES);
+  /** Walks to continue, by the path of the directory whose children are walked, oldest first. */
+  private readonly treeWalks = new Map<string, TreeWalk>();
   /** Keys skipped because they cannot be paths, over the life of the mount. */
   skippedKeyCount = 0;
 
@@ -185,17 +205,21 @@ export class DirectoryModel {
     // The directory's prefix without its '/': keys of siblings that sort after it come along.
     const startAfter = this.keys.directoryPrefix(path).slice(0, -1);
 
-    const fetch = this.cache.beginFetch(parent, 'tree');
-    let listings: TreeListings;
+    const walk = this.takeTreeWalk(parent, path);
+    const fetch = walk?.fetch ?? this.cache.beginFetch(parent, 'tree');
+    let objects: ObjectInfo[];
+    let nextToken: string | undefined;
     try {
-      const page = await this.store.list({ prefix: parentPrefix, startAfter, signal: this.signal });
-      listings = this.listingsFromPage(parent, parentPrefix, page.objects, page.nextToken !== undefined);
+      const page = await (walk?.nextPage ?? this.store.list({ prefix: parentPrefix, startAfter, signal: this.signal }));
+      objects = walk === undefined ? page.objects : [...walk.carried, ...page.objects];
+      nextToken = page.nextToken;
     } catch (error) {
       this.cache.abandonFetch(fetch);
       this.logger.debug({ bucket: this.store.bucket, prefix: parentPrefix, startAfter, err: error }, 'listing the keys of a directory and its siblings failed; listing the directory alone');
       return undefined;
     }
 
+    const listings = this.listingsFromPage(parent, parentPrefix, objects, nextToken !== undefined);
     const listing = listings.get(path);
     if (listing === undefined) {
       this.deepDirectories.set(parent, this.now() + LARGE_DIRECTORY_RETRY_MS);
@@ -205,7 +229,60 @@ export class DirectoryModel {
       );
     }
     if (!this.cache.finishTreeFetch(fetch, listings)) return undefined;
+
+    if (listing !== undefined && nextToken !== undefined) this.continueTreeWalk(parent, parentPrefix, objects, nextToken);
     return listing;
+  }
+
+  /**
+   * Requests the page after `objects` at once, so that it is on its way
+   * while the program reads the directories already listed, and keeps the
+   * keys of the directory the page cut off for it. The cache token is taken
+   * in the same turn as the last page was stored, so a local change from now
+   * on keeps the next page out of the cache.
+   */
+  private continueTreeWalk(parent: string, parentPrefix: string, objects: readonly ObjectInfo[], nextToken: string): void {
+    const relative = objects.at(-1)!.key.slice(parentPrefix.length);
+    const slash = relative.indexOf('/');
+    // A page cut among the parent's own files leaves no directory to resume.
+    if (slash < 0) return;
+
+    const cutPrefix = parentPrefix + relative.slice(0, slash + 1);
+    let firstCarried = objects.length;
+    while (firstCarried > 0 && objects[firstCarried - 1]!.key.startsWith(cutPrefix)) firstCarried -= 1;
+
+    const fetch = this.cache.beginFetch(parent, 'tree');
+    const nextPage = this.store.list({ prefix: parentPrefix, continuationToken: nextToken, signal: this.signal });
+    // Awaited by the readdir that resumes the walk; a walk that is dropped ignores its failure.
+    nextPage.catch(() => undefined);
+
+    this.dropTreeWalk(parent);
+    if (this.treeWalks.size >= MAX_TREE_WALKS) this.dropTreeWalk(this.treeWalks.keys().next().value!);
+    this.treeWalks.set(parent, {
+      resumePath: childPath(parent, relative.slice(0, slash)),
+      carried: objects.slice(firstCarried),
+      nextPage,
+      fetch,
+      startedAtMs: this.now(),
+    });
+  }
+
+  /** Returns the walk of `parent` when it resumes at `path` within the TTL, and drops any other. */
+  private takeTreeWalk(parent: string, path: string): TreeWalk | undefined {
+    const walk = this.treeWalks.get(parent);
+    if (walk === undefined) return undefined;
+
+    this.treeWalks.delete(parent);
+    if (walk.resumePath === path && this.now() - walk.startedAtMs < this.metadataTtlMs) return walk;
+    this.cache.abandonFetch(walk.fetch);
+    return undefined;
+  }
+
+  private dropTreeWalk(parent: string): void {
+    const walk = this.treeWalks.get(parent);
+    if (walk === undefined) return;
+    this.treeWalks.delete(parent);
+    this.cache.abandonFetch(walk.fetch);
   }
 
   /**

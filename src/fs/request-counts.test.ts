@@ -10,7 +10,7 @@ import { LARGE_DIRECTORY_RETRY_MS, LOOKUP_LISTING_MAX_PAGES } from './directory.
 import { MemoryStore } from '../store/memory.js';
 import type { ListPage, ListRequest } from '../store/types.js';
 import { Errno } from './errno.js';
-import { createTestMount, errnoOfRejection, O_RDONLY, patternBytes, settle, type ControlledStore } from './test-support.js';
+import { createTestMount, errnoOfRejection, O_RDONLY, patternBytes, settle, type ControlledStore, type PathOperations } from './test-support.js';
 
 const TTL_MS = 5000;
 
@@ -281,12 +281,23 @@ class PageHoldingStore extends MemoryStore {
 }
 
 describe('tree walks: request counts', () => {
-  /** Returns the flat listings (without a delimiter) made from index `from` on, as `prefix after startAfter`. */
+  /** Puts directories tree/d0, tree/d1, ... with `counts[index]` files f0, f1, ... each, and lists tree and tree/d0. */
+  async function seedWalkedTree(memory: MemoryStore, mount: PathOperations, counts: number[]): Promise<void> {
+    counts.forEach((count, directory) => {
+      for (let file = 0; file < count; file += 1) memory.putRaw(`tree/d${directory}/f${file}`, 'x');
+    });
+    await mount.names('tree');
+    await mount.names('tree/d0');
+  }
+  /** Returns the flat listings (without a delimiter) made from index `from` on, as `prefix after startAfter` or `prefix continued`. */
   function flatListingsSince(store: ControlledStore, from: number): string[] {
     return store.calls
       .slice(from)
       .filter((call) => call.operation === 'list' && (call.detail as { delimiter?: string }).delimiter === undefined)
-      .map((call) => `${call.key ?? ''} after ${(call.detail as { startAfter?: string }).startAfter ?? ''}`);
+      .map((call) => {
+        const detail = call.detail as { startAfter?: string; continuationToken?: string };
+        return detail.continuationToken === undefined ? `${call.key ?? ''} after ${detail.startAfter ?? ''}` : `${call.key ?? ''} continued`;
+      });
   }
 
   it('lists walked siblings with one page', async () => {
@@ -311,9 +322,51 @@ describe('tree walks: request counts', () => {
       ['f0', 'f1', 'f2', 'sub'],
       ['f0', 'f1', 'f2'],
     ]);
-    // Pages of 10 keys: d1 and d2 (d3 is cut), then d3, d4 and d4/sub (d5 is cut), then d5.
-    expect(callsSince(store, start)).toEqual(['list tree/', 'list tree/', 'list tree/']);
-    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ after tree/d3', 'tree/ after tree/d5']);
+    // Pages of 10 keys: d1 and d2, with d3 cut off, then the rest of d3, d4, d4/sub and d5.
+    expect(callsSince(store, start)).toEqual(['list tree/', 'list tree/']);
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ continued']);
+  });
+
+  it('resumes a walk with the page requested ahead', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 6 } });
+    await seedWalkedTree(memory, mount, [4, 4, 4, 4, 4, 4]);
+    const start = store.calls.length;
+
+    const listed: string[][] = [];
+    for (let directory = 1; directory < 6; directory += 1) listed.push(await mount.names(`tree/d${directory}`));
+
+    expect(listed).toEqual(Array.from({ length: 5 }, () => ['f0', 'f1', 'f2', 'f3']));
+    // 20 keys from d1 in pages of 6; each page completes the directory the one before cut off, and
+    // the page after the last is requested ahead although no readdir needs it.
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ continued', 'tree/ continued', 'tree/ continued']);
+    expect(callsSince(store, start).filter((call) => call.startsWith('listing'))).toEqual([]);
+  });
+
+  it('drops a walk that another sibling interrupts', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
+    await seedWalkedTree(memory, mount, [3, 3, 3, 3]);
+    // The page from d1 cuts d2 off and the walk waits to resume there.
+    await mount.names('tree/d1');
+    const start = store.calls.length;
+
+    expect(await mount.names('tree/d3')).toEqual(['f0', 'f1', 'f2']);
+    expect(await mount.names('tree/d2')).toEqual(['f0', 'f1', 'f2']);
+
+    // d2 starts a page of its own, which cuts d3 off and requests the page after it ahead.
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d3', 'tree/ after tree/d2', 'tree/ continued']);
+  });
+
+  it('keeps no page requested ahead of a local change', async () => {
+    const memory = new MemoryStore({ maxListKeys: 4 });
+    const { mount } = createTestMount({ config: { metadataTtlMs: TTL_MS }, memory });
+    await seedWalkedTree(memory, mount, [3, 3, 3, 1]);
+    // The page from d1 cuts d2 off, and the next page (the rest of d2, and d3) is requested ahead, before the write below.
+    await mount.names('tree/d1');
+    await settle();
+    await mount.writeFile('tree/d3/new', Buffer.from('new'));
+
+    expect(await mount.names('tree/d2')).toEqual(['f0', 'f1', 'f2']);
+    expect(await mount.names('tree/d3')).toEqual(['f0', 'new']);
   });
 
   it('resolves lookups from the walked page', async () => {
@@ -332,17 +385,13 @@ describe('tree walks: request counts', () => {
 
   it('lists a directory larger than a page alone', async () => {
     const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
-    for (const [directory, files] of [['d0', 2], ['d1', 6], ['d2', 2]] as const) {
-      for (let file = 0; file < files; file += 1) memory.putRaw(`tree/${directory}/f${file}`, 'x');
-    }
-    await mount.names('tree');
-    await mount.names('tree/d0');
+    await seedWalkedTree(memory, mount, [2, 6, 2]);
     const start = store.calls.length;
 
     expect(await mount.names('tree/d1')).toEqual(['f0', 'f1', 'f2', 'f3', 'f4', 'f5']);
     expect(await mount.names('tree/d2')).toEqual(['f0', 'f1']);
 
-    // The page from d1 holds only d1's keys, so d1 and then its siblings are listed one by one.
+    // The page from d1 contains only d1's keys, so d1 and then its siblings are listed one by one.
     expect(callsSince(store, start)).toEqual(['list tree/', 'listing tree/d1/', 'listing tree/d1/', 'listing tree/d2/']);
   });
 
@@ -353,7 +402,7 @@ describe('tree walks: request counts', () => {
     await mount.names('tree');
     await mount.names('tree/d0');
 
-    // The server answers the page before the file exists, and the answer arrives after it was written.
+    // The store computes the page before the file exists and returns it after the file was written.
     const walked = mount.names('tree/d1');
     await settle();
     expect(memory.heldPages).toBe(1);
