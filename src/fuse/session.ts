@@ -157,7 +157,8 @@ let largeAllocationThresholdSet = false;
  * Keeps the resident memory of freed buffers from piling up in the C
  * library's heap, once per process. Large buffers (blocks, parts) get their
  * own mappings, and the free pages of the smaller ones are returned while the
- * process is larger than `residentTargetBytes`.
+ * process is larger than `residentTargetBytes`. Unreachable buffers are
+ * collected after every `collectGarbageAfterBytes` of buffer growth.
  */
 function returnFreedBuffersToSystem(addon: NativeAddon, logger: Logger, options: FuseMountOptions): void {
   if (largeAllocationThresholdSet) return;
