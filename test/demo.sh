@@ -6,8 +6,16 @@
 #
 # Usage: test/demo.sh [s3|gcs] [--keep]
 #   s3 is the default. --keep leaves the mount, the servers and the daemon's
-#   metrics endpoint running until Ctrl-C, for trying things by hand.
+#   metrics endpoint running until Ctrl-C, for trying things by hand, then
+#   prints the daemon's log.
 set -euo pipefail
+
+# Usage needs nothing installed, so it is answered before the set-up.
+for argument in "$@"; do
+  case $argument in
+    -h|--help) sed -n '7,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  esac
+done
 
 repository="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repository"

@@ -192,7 +192,7 @@ async function createFilesystem(
   });
   await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
 
-  const filesystem = new modules.BucketFilesystem({ store: connection.store, config: filesystemConfig, logger: logger.child({ component: 'fs' }) });
+  const filesystem = new modules.BucketFilesystem({ store: connection.store, config: filesystemConfig, logger });
   metrics?.observeFilesystem(() => filesystem.statistics(), memoryBytes);
   return filesystem;
 }

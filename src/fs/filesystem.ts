@@ -1129,6 +1129,6 @@ export class BucketFilesystem implements FilesystemOperations {
     }
     this.cache.clear();
     this.blocks.clear();
-    this.logger.info({ drain, writers: entries.length }, 'filesystem shutdown finished');
+    this.logger.info({ drain, abandonedWriters: entries.length }, 'filesystem shutdown finished');
   }
 }

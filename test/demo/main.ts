@@ -111,11 +111,27 @@ function untilInterrupted(): Promise<void> {
   });
 }
 
+const USAGE = `Usage: test/demo.sh [s3|gcs] [--keep]
+  s3 (the default) or gcs: the local server to mount.
+  --keep: leave the mount and the servers running until Ctrl-C, then print the daemon's log.
+`;
+
 async function main(): Promise<number> {
-  const keep = process.argv.slice(2).includes('--keep');
-  const backendName = (process.argv.slice(2).find((argument) => !argument.startsWith('--')) ?? 's3') as BackendName;
+  const argumentsGiven = process.argv.slice(2);
+  if (argumentsGiven.includes('--help') || argumentsGiven.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const unknownOption = argumentsGiven.find((argument) => argument.startsWith('-') && argument !== '--keep');
+  if (unknownOption !== undefined) {
+    process.stderr.write(`unknown option "${unknownOption}"\n${USAGE}`);
+    return 2;
+  }
+
+  const keep = argumentsGiven.includes('--keep');
+  const backendName = (argumentsGiven.find((argument) => !argument.startsWith('-')) ?? 's3') as BackendName;
   if (backendName !== 's3' && backendName !== 'gcs') {
-    process.stderr.write(`unknown backend "${backendName}": use s3 or gcs, optionally with --keep\n`);
+    process.stderr.write(`unknown backend "${backendName}": use s3 or gcs\n${USAGE}`);
     return 2;
   }
 
@@ -169,7 +185,8 @@ async function main(): Promise<number> {
     step('Unmounting');
     const exitStatus = await daemon.stop('SIGTERM');
     process.stdout.write(`daemon exited with status ${exitStatus}\n`);
-    if (exitStatus !== 0) process.stdout.write(`daemon output:\n${daemon.logs()}\n`);
+    // A kept mount was used by hand, so its log is worth reading even after a clean exit.
+    if (exitStatus !== 0 || keep) process.stdout.write(`daemon output:\n${daemon.logs()}\n`);
     daemon = undefined;
 
     const passed = checkStatus === 0 && storedOk && exitStatus === 0;
