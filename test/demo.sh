@@ -10,7 +10,7 @@
 #   prints the daemon's log.
 set -euo pipefail
 
-# Usage needs nothing installed, so it is answered before the set-up.
+# Usage needs nothing installed, so it is printed before the set-up.
 for argument in "$@"; do
   case $argument in
     -h|--help) sed -n '7,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
