@@ -256,6 +256,13 @@ describe('attributes', () => {
     expect((await mount.stat('d')).mode).toBe(S_IFDIR | 0o700);
   });
 
+  it('reports object times in whole seconds', async () => {
+    const { memory, mount } = createTestMount();
+    memory.putRaw('d/f', 'abc', { lastModified: new Date(Date.UTC(2025, 5, 1, 0, 0, 7, 750)) });
+
+    expect((await mount.stat('d/f')).mtimeMs).toBe(Date.UTC(2025, 5, 1, 0, 0, 7));
+  });
+
   it('accepts chmod, chown and utimens and keeps them in memory', async () => {
     const { memory, mount, fs } = createTestMount();
     memory.putRaw('f', 'abc');

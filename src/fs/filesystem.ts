@@ -142,6 +142,19 @@ export function createFilesystem(options: BucketFilesystemOptions): BucketFilesy
   return new BucketFilesystem(options);
 }
 
+/**
+ * Returns an object's modification time in whole seconds. S3 lists objects
+ * with milliseconds but sends Last-Modified headers (HEAD, GET) in whole
+ * seconds, and GCS's headers drop the milliseconds of its listings too. A
+ * time that changed when a HEAD replaced a listed entry would make the
+ * kernel drop the file's cached pages (the mount asks for
+ * FUSE_CAP_AUTO_INVAL_DATA) and make tools such as make and rsync see a
+ * change.
+ */
+function objectTimeMs(info: ObjectInfo): number {
+  return Math.floor(info.lastModified.getTime() / 1000) * 1000;
+}
+
 export class BucketFilesystem implements FilesystemOperations {
   readonly config: FilesystemConfig;
 
@@ -728,10 +741,10 @@ export class BucketFilesystem implements FilesystemOperations {
       const writer = this.writers.get(inode.ino)?.writer;
       if (writer !== undefined) {
         size = writer.size;
-        mtimeMs = writer.dirty ? writer.modifiedAtMs : (writer.base?.lastModified.getTime() ?? writer.modifiedAtMs);
+        mtimeMs = writer.dirty || writer.base === undefined ? writer.modifiedAtMs : objectTimeMs(writer.base);
       } else if (inode.info !== undefined) {
         size = inode.info.size;
-        mtimeMs = inode.info.lastModified.getTime();
+        mtimeMs = objectTimeMs(inode.info);
       }
     }
     mtimeMs = overrides.mtimeMs ?? mtimeMs;

@@ -9,7 +9,7 @@
  * against exactly one version at exactly its offset.
  */
 
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -146,6 +146,30 @@ describe.each(BACKENDS)('read consistency on %s', (backendName) => {
     await backend?.stop();
     if (work !== undefined) await rm(work, { recursive: true, force: true });
   }, 60_000);
+
+  // The kernel drops a file's cached pages when its modification time changes, so the time a
+  // listing gives and the time a later HEAD gives must agree.
+  test('object time survives the metadata TTL', async () => {
+    const key = 'timed.txt';
+    await backend.putObject(bucket, key, Buffer.from('timed'));
+
+    const daemon = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--metadata-ttl', '1'] });
+    try {
+      expect(await readdir(daemon.mountpoint)).toContain(key);
+      const listed = (await stat(join(daemon.mountpoint, key))).mtimeMs;
+
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const looked = (await stat(join(daemon.mountpoint, key))).mtimeMs;
+
+      expect(looked).toBe(listed);
+      expect(listed % 1000).toBe(0);
+    } finally {
+      const status = await daemon.stop();
+      await removeMountpoint(daemon.mountpoint);
+      expect(status, daemon.logs().slice(-4000)).toBe(0);
+      await backend.deleteObject(bucket, key);
+    }
+  }, 120_000);
 
   test.each(VARIANTS)('overwrite while open, $name', async (variant) => {
     const key = `overwritten-${variant.smallCache ? 'small' : 'default'}.bin`;
