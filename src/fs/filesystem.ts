@@ -147,7 +147,7 @@ export function createFilesystem(options: BucketFilesystemOptions): BucketFilesy
  * with milliseconds but sends Last-Modified headers (HEAD, GET) in whole
  * seconds, and GCS's headers drop the milliseconds of its listings too. A
  * time that changed when a HEAD replaced a listed entry would make the
- * kernel drop the file's cached pages (the mount asks for
+ * kernel drop the file's cached pages (the mount requests
  * FUSE_CAP_AUTO_INVAL_DATA) and make tools such as make and rsync see a
  * change.
  */
