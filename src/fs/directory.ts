@@ -46,6 +46,7 @@
  * listed one by one for `LARGE_DIRECTORY_RETRY_MS`.
  */
 
+import type { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
 import { entryBoundedCache } from '../cache/entry-bounded-cache.js';
@@ -181,15 +182,7 @@ export class DirectoryModel {
   private recordReaddir(path: string): boolean {
     if (path === '') return false;
 
-    const parent = parentPathOf(path);
-    const name = baseNameOf(path);
-    const nowMs = this.now();
-    const previous = this.readdirActivity.get(parent);
-    this.readdirActivity.set(parent, { name, atMs: nowMs });
-
-    if (previous === undefined || previous.name === name || nowMs - previous.atMs >= this.metadataTtlMs) return false;
-    const deepUntilMs = this.deepDirectories.get(parent);
-    return deepUntilMs === undefined || deepUntilMs <= nowMs;
+    return this.followsAnotherName(this.readdirActivity, this.deepDirectories, parentPathOf(path), baseNameOf(path));
   }
 
   /**
@@ -482,13 +475,27 @@ export class DirectoryModel {
    * Repeated lookups of one name (a program polling a file) do not count.
    */
   private recordLookup(parent: string, name: string): boolean {
+    return this.followsAnotherName(this.lookupActivity, this.largeDirectories, parent, name);
+  }
+
+  /**
+   * Records in `activity` that `name` in the directory `parent` was just
+   * used, and returns whether another name there was used within the TTL,
+   * unless `pausedUntilMs` has a time still to come for `parent`.
+   */
+  private followsAnotherName(
+    activity: Pick<LRUCache<string, LookupActivity>, 'get' | 'set'>,
+    pausedUntilMs: Pick<LRUCache<string, number>, 'get'>,
+    parent: string,
+    name: string,
+  ): boolean {
     const nowMs = this.now();
-    const previous = this.lookupActivity.get(parent);
-    this.lookupActivity.set(parent, { name, atMs: nowMs });
+    const previous = activity.get(parent);
+    activity.set(parent, { name, atMs: nowMs });
 
     if (previous === undefined || previous.name === name || nowMs - previous.atMs >= this.metadataTtlMs) return false;
-    const largeUntilMs = this.largeDirectories.get(parent);
-    return largeUntilMs === undefined || largeUntilMs <= nowMs;
+    const untilMs = pausedUntilMs.get(parent);
+    return untilMs === undefined || untilMs <= nowMs;
   }
 
   /** Lists a directory for lookups, at most `LOOKUP_LISTING_MAX_PAGES` pages; undefined when it has more. */
