@@ -195,17 +195,25 @@ with open(sys.argv[1], 'rb') as f: print(hashlib.sha256(f.read()).hexdigest())
 
     const first = await python(program, [join(daemon.mountpoint, 'input.bin')]);
     expect(first.stderr).toBe('');
-    const readsAfterFirst = await operationCount('read');
     const flushesAfterFirst = await operationCount('flush');
     const opensAfterFirst = await operationCount('open');
 
-    // The open pins the version the first read cached, so the kernel keeps its pages and sends no read.
-    const second = await python(program, [join(daemon.mountpoint, 'input.bin')]);
-    expect(second.stdout).toBe(first.stdout);
-    expect(await operationCount('read')).toBe(readsAfterFirst);
+    // The open pins the version the first read cached, so the kernel keeps its pages and sends no
+    // read. The page cache of a test VM also shrinks now and then with plenty of memory free (seen
+    // on the 2-core VM these tests run on), so one of three re-reads in a row must send no read.
+    let rereads = 0;
+    let rereadsWithoutReads = 0;
+    while (rereads < 3 && rereadsWithoutReads === 0) {
+      const readsBefore = await operationCount('read');
+      const again = await python(program, [join(daemon.mountpoint, 'input.bin')]);
+      rereads += 1;
+      expect(again.stdout).toBe(first.stdout);
+      if ((await operationCount('read')) === readsBefore) rereadsWithoutReads += 1;
+    }
+    expect(rereadsWithoutReads).toBe(1);
 
     // A read-only open replies FOPEN_NOFLUSH, so the kernel sends no FLUSH at close.
-    expect(await operationCount('open')).toBe(opensAfterFirst + 1);
+    expect(await operationCount('open')).toBe(opensAfterFirst + rereads);
     expect(await operationCount('flush')).toBe(flushesAfterFirst);
   });
 
