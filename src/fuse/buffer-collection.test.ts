@@ -38,13 +38,13 @@ async function countMajor(work) {
 }
 
 function churn() {
-  const kept = [];
+  const retained = [];
   for (let index = 0; index < 16384; index += 1) {
     const buffer = Buffer.allocUnsafeSlow(64 * 1024);
     buffer[0] = index & 0xff;
-    if (index % 64 === 0) kept.push(buffer);
+    if (index % 64 === 0) retained.push(buffer);
   }
-  return kept.length;
+  return retained.length;
 }
 
 await countMajor(churn);

@@ -26,6 +26,32 @@ import type { Logger } from '../observability/logger.js';
 /** How often the resident set is compared with the target. */
 export const RELEASE_CHECK_INTERVAL_MS = 1000;
 
+/**
+ * A check that runs on a timer from `start` until `stop`. The timer is
+ * unreferenced, so that it does not keep a daemon that is shutting down alive.
+ */
+abstract class PeriodicCheck {
+  private timer: NodeJS.Timeout | undefined;
+
+  protected constructor(private readonly intervalMs: number) {}
+
+  /** Runs the check once. */
+  abstract check(): void;
+
+  /** Starts checking every interval; a second call does nothing. Returns whether this call started it. */
+  protected startTimer(): boolean {
+    if (this.timer !== undefined) return false;
+
+    this.timer = setInterval(() => this.check(), this.intervalMs).unref();
+    return true;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
 export interface FreeMemoryReleaserOptions {
   /** Gives free heap pages back; returns true when it released any. */
   release: () => boolean;
@@ -36,13 +62,13 @@ export interface FreeMemoryReleaserOptions {
   residentBytes?: () => number;
 }
 
-export class FreeMemoryReleaser {
+export class FreeMemoryReleaser extends PeriodicCheck {
   private readonly options: FreeMemoryReleaserOptions;
   private readonly residentBytes: () => number;
-  private timer: NodeJS.Timeout | undefined;
   private releases = 0;
 
   constructor(options: FreeMemoryReleaserOptions) {
+    super(RELEASE_CHECK_INTERVAL_MS);
     this.options = options;
     this.residentBytes = options.residentBytes ?? (() => process.memoryUsage.rss());
   }
@@ -53,16 +79,8 @@ export class FreeMemoryReleaser {
   }
 
   start(): void {
-    if (this.timer !== undefined) return;
-
-    // The timer must not keep a daemon that is shutting down alive.
-    this.timer = setInterval(() => this.check(), RELEASE_CHECK_INTERVAL_MS).unref();
+    if (!this.startTimer()) return;
     this.options.logger.debug({ targetBytes: this.options.targetBytes }, 'returning free heap memory to the system above this resident size');
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
   }
 
   /** Releases free heap pages if the resident set is above the target. */
@@ -105,14 +123,14 @@ export interface GarbageCollectionPacerOptions {
  * instead, and young-generation collections free most of those buffers. This
  * pacer bounds what they leave behind.
  */
-export class GarbageCollectionPacer {
+export class GarbageCollectionPacer extends PeriodicCheck {
   private readonly options: GarbageCollectionPacerOptions;
   private readonly bufferBytes: () => number;
-  private timer: NodeJS.Timeout | undefined;
   private baseline: number;
   private collections = 0;
 
   constructor(options: GarbageCollectionPacerOptions) {
+    super(COLLECTION_CHECK_INTERVAL_MS);
     this.options = options;
     this.bufferBytes = options.bufferBytes ?? (() => process.memoryUsage().arrayBuffers);
     this.baseline = this.bufferBytes();
@@ -124,15 +142,8 @@ export class GarbageCollectionPacer {
   }
 
   start(): void {
-    if (this.timer !== undefined) return;
-
-    this.timer = setInterval(() => this.check(), COLLECTION_CHECK_INTERVAL_MS).unref();
+    if (!this.startTimer()) return;
     this.options.logger.debug({ thresholdBytes: this.options.thresholdBytes }, 'collecting garbage whenever buffer memory grows by this much');
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
   }
 
   /** Runs a collection if buffer memory grew by the threshold since the last one. */
