@@ -52,6 +52,8 @@ export interface MountTarget {
   credentials: string;
   /** False when the mount reaches the server without the counting proxy, so server bytes are unknown. */
   countsServerBytes: boolean;
+  /** Bytes the server sent through this mount's counting proxy, when that is not the SDK ceiling's proxy. */
+  serverBytes?: () => number;
   /** `extraArgs` go to bucketmount's command line; the peers take none. */
   mount(extraArgs?: string[]): Promise<RunningMount>;
 }
@@ -310,20 +312,20 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
     },
   };
 
-  // gcsfuse goes straight to fake-gcs-server. Through the counting proxy its
-  // reads failed with ESTALE (Stale file handle) while lists and writes
-  // worked, and the same reads straight to the server succeeded.
-  // NOTE: a likely cause is that fake-gcs-server v1.56.1 compares the Host
-  // header of XML-style /BUCKET/OBJECT reads with its -public-host. The
-  // proxy's port differs from that host's port. This was not confirmed.
+  // gcsfuse reads anonymously, through a proxy like the authorizing one that
+  // checks nothing, so that its requests pass the same two hops as the
+  // daemon's. That proxy sets the Host header to the emulator's: straight
+  // through the counting proxy, with the proxy's port in Host, gcsfuse's reads
+  // failed with ESTALE.
   const gcsfuseBinary = join(peers.benchBin, 'gcsfuse');
   const gcsfuse: MountTarget = {
     name: 'gcsfuse',
     backend: 'gcs',
     version: peers.versions.gcsfuse ?? 'unknown',
     unavailable: unavailableReason(gcsfuseBinary, join(peers.benchBin, 'gcsfuse.skip')),
-    credentials: 'anonymous access straight to fake-gcs-server (gcsfuse cannot use the local GCP fakes)',
-    countsServerBytes: false,
+    credentials: 'anonymous access through a pass-through proxy (gcsfuse cannot use the local GCP fakes)',
+    countsServerBytes: true,
+    serverBytes: () => environment.anonymousProxy.bytesFromServer(),
     mount: async () => {
       const mountpoint = await newMountpoint();
       return spawnMount({
@@ -332,7 +334,7 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
         args: [
           '--foreground',
           '--anonymous-access',
-          '--custom-endpoint', `${gcp.gcs.endpoint}/storage/v1/`,
+          '--custom-endpoint', `${environment.anonymousProxy.endpoint}/storage/v1/`,
           '--implicit-dirs',
           GCS_BUCKET, mountpoint,
         ],

@@ -1,8 +1,9 @@
 /**
  * The object servers of one benchmark run, each behind a counting proxy:
  * MinIO with the test OIDC issuer (S3), and fake-gcs-server with the GCP
- * STS and IAM fakes and the authorizing proxy (GCS). gcsfuse is the one
- * client that bypasses the proxy (see mounts.ts).
+ * STS and IAM fakes and the authorizing proxy (GCS). gcsfuse reads
+ * anonymously, so it goes through a proxy of the same kind that checks no
+ * credentials: every GCS client passes one HTTP proxy and one counting proxy.
  *
  * bucketmount authenticates through its real web-identity path (a
  * kubelet-style token file). The SDK ceiling uses credentials from one
@@ -18,6 +19,7 @@ import { AssumeRoleWithWebIdentityCommand, STSClient } from '@aws-sdk/client-sts
 import { S3Client } from '@aws-sdk/client-s3';
 
 import { startGcpEnvironment, type GcpEnvironment } from '../test/env/gcp-environment.js';
+import { startGcsAuthProxy } from '../test/env/gcs-auth-proxy.js';
 import { startMinio, type MinioServer } from '../test/env/minio.js';
 import { startOidcIssuer, type OidcIssuer } from '../test/env/oidc-issuer.js';
 import { startCountingProxy, type CountingProxy } from './counting-proxy.js';
@@ -94,6 +96,11 @@ export interface GcsEnvironment {
   gcp: GcpEnvironment;
   /** In front of the authorizing proxy: bucketmount and the SDK ceiling use it. */
   authorizedProxy: CountingProxy;
+  /**
+   * In front of a proxy of the same kind that checks no credentials: gcsfuse
+   * reads anonymously through it, so that its requests pass the same two hops.
+   */
+  anonymousProxy: CountingProxy;
   tokenFile: string;
   stop(): Promise<void>;
 }
@@ -102,6 +109,8 @@ export async function startGcsEnvironment(): Promise<GcsEnvironment> {
   const gcp = await startGcpEnvironment();
   await gcp.createBucket(GCS_BUCKET);
   const authorizedProxy = await startCountingProxy(gcp.proxy.endpoint);
+  const passThrough = await startGcsAuthProxy({ upstream: gcp.gcs.endpoint, fakes: gcp.fakes, anonymous: true });
+  const anonymousProxy = await startCountingProxy(passThrough.endpoint);
 
   const tokenDirectory = await mkdtemp(join(tmpdir(), 'bucketmount-bench-gcp-token-'));
   const token = await gcp.issuer.mintToken({ audience: gcp.fakes.audience, expiresInSeconds: 6 * 3600 });
@@ -110,9 +119,12 @@ export async function startGcsEnvironment(): Promise<GcsEnvironment> {
   return {
     gcp,
     authorizedProxy,
+    anonymousProxy,
     tokenFile,
     stop: async () => {
       await authorizedProxy.stop();
+      await anonymousProxy.stop();
+      await passThrough.stop();
       await gcp.stop();
       await rm(tokenDirectory, { recursive: true, force: true });
     },

@@ -307,7 +307,7 @@ async function withMount(
 
 export async function runTarget(context: SuiteContext, target: MountTarget): Promise<Result[]> {
   const { options, admin } = context;
-  const serverBytes = (): number => context.ceiling.serverBytes();
+  const serverBytes = target.serverBytes ?? ((): number => context.ceiling.serverBytes());
   const results: Result[] = [];
   context.log(`${context.backend}: ${target.name}`);
   const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields, target.countsServerBytes);

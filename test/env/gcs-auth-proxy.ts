@@ -13,7 +13,8 @@
  *
  * Bodies stream in both directions without buffering, so large uploads and
  * downloads pass at the speed of the sockets. `Location` headers that point at
- * the emulator are rewritten to point at the proxy.
+ * the emulator are rewritten to point at the proxy. With `anonymous` the proxy
+ * checks nothing and only forwards.
  */
 
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -36,6 +37,13 @@ export interface GcsAuthProxyOptions {
   /** The emulator's endpoint, `http://127.0.0.1:PORT`. */
   upstream: string;
   fakes: Pick<GcpFakes, 'lookupAccessToken' | 'canAccessBucket'>;
+  /**
+   * Forward every request without checking credentials. The benchmark puts a
+   * peer mount that cannot use the GCP fakes (it reads anonymously) behind
+   * this kind of proxy, so that its requests take the same path as the
+   * daemon's.
+   */
+  anonymous?: boolean;
 }
 
 interface BucketAccess {
@@ -92,6 +100,10 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const method = request.method ?? 'GET';
     const url = new URL(request.url ?? '/', 'http://proxy.invalid');
+    if (options.anonymous === true) {
+      forward(request, response, method);
+      return;
+    }
 
     const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '')?.[1];
     const minted = bearer === undefined ? undefined : options.fakes.lookupAccessToken(bearer);
@@ -146,7 +158,10 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
         return;
       }
     }
+    forward(request, response, method);
+  };
 
+  const forward = (request: IncomingMessage, response: ServerResponse, method: string): void => {
     const headers = { ...request.headers, host: upstream.host };
     const upstreamRequest = httpRequest(
       { host: upstream.hostname, port: upstream.port, method, path: request.url, headers },
