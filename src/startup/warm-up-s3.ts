@@ -19,6 +19,8 @@ import { Readable } from 'node:stream';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { AssumeRoleWithWebIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 
+import { S3_CLIENT_BEHAVIOR } from '../store/s3.js';
+
 /** The endpoint of the warm-up clients. Nothing is sent there: the handler below returns the responses. */
 const UNUSED_ENDPOINT = 'http://127.0.0.1:9';
 const BUCKET = 'warm-up';
@@ -73,24 +75,13 @@ export async function warmUpS3(): Promise<void> {
     throw new Error('the warm-up exchange returned no credentials: the canned STS response no longer parses');
   }
 
-  // The options of S3Store's client (store/s3.ts) that choose middleware: retries, signing, checksums, endpoints.
   const options: S3ClientConfig = {
+    ...S3_CLIENT_BEHAVIOR,
     region: 'us-east-1',
     endpoint: UNUSED_ENDPOINT,
     forcePathStyle: true,
     credentials: async () => ({ accessKeyId: credentials.AccessKeyId!, secretAccessKey: credentials.SecretAccessKey!, sessionToken: credentials.SessionToken }),
     maxAttempts: 5,
-    retryMode: 'standard',
-    defaultsMode: 'standard',
-    useFipsEndpoint: false,
-    useDualstackEndpoint: false,
-    useArnRegion: false,
-    followRegionRedirects: false,
-    disableS3ExpressSessionAuth: true,
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    authSchemePreference: ['sigv4'],
-    userAgentAppId: 'bucketmount',
   };
 
   const listing = await new S3Client({ ...options, requestHandler: fixedResponseHandler(LIST_OBJECTS_RESPONSE) }).send(

@@ -49,6 +49,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
   type HeadObjectCommandOutput,
+  type S3ClientConfig,
   type ServiceInputTypes,
   type ServiceOutputTypes,
 } from '@aws-sdk/client-s3';
@@ -132,6 +133,28 @@ export function defaultS3Endpoint(region: string): string {
   return `https://s3.${region}.${domain}`;
 }
 
+/**
+ * The S3 client options that choose its middleware: retries, endpoint
+ * rules, signing and checksums. The start-up snapshot's warm-up
+ * (startup/warm-up-s3.ts) uses them too, so that it runs the same middleware.
+ */
+export const S3_CLIENT_BEHAVIOR = {
+  retryMode: 'standard',
+  defaultsMode: 'standard',
+  useFipsEndpoint: false,
+  useDualstackEndpoint: false,
+  useArnRegion: false,
+  followRegionRedirects: false,
+  disableS3ExpressSessionAuth: true,
+  // Buffer bodies are signed with their SHA-256, which already protects
+  // them. The flexible CRC checksums would add CPU and break older
+  // S3-compatible servers. Checksums stay on where S3 requires them (DeleteObjects).
+  requestChecksumCalculation: 'WHEN_REQUIRED',
+  responseChecksumValidation: 'WHEN_REQUIRED',
+  authSchemePreference: ['sigv4'],
+  userAgentAppId: 'bucketmount',
+} satisfies S3ClientConfig;
+
 export class S3Store implements ObjectStore {
   readonly kind = 's3' as const;
   readonly bucket: string;
@@ -203,26 +226,13 @@ export class S3Store implements ObjectStore {
     );
 
     this.client = new S3Client({
+      ...S3_CLIENT_BEHAVIOR,
       region: options.region,
       endpoint: options.endpoint ?? defaultS3Endpoint(options.region),
       forcePathStyle: options.forcePathStyle ?? false,
       credentials,
       requestHandler: this.requestHandler,
       maxAttempts,
-      retryMode: 'standard',
-      defaultsMode: 'standard',
-      useFipsEndpoint: false,
-      useDualstackEndpoint: false,
-      useArnRegion: false,
-      followRegionRedirects: false,
-      disableS3ExpressSessionAuth: true,
-      // Buffer bodies are signed with their SHA-256, which already protects
-      // them. The flexible CRC checksums would add CPU and break older
-      // S3-compatible servers. Checksums stay on where S3 requires them (DeleteObjects).
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      authSchemePreference: ['sigv4'],
-      userAgentAppId: 'bucketmount',
     });
 
     // Runs once per attempt, after the retry middleware has numbered the attempt in the amz-sdk-request header.
