@@ -28,6 +28,7 @@
  * shutting down, and the credentials held have not expired).
  */
 
+import { rmdirSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -86,6 +87,8 @@ interface MountState {
   session: FuseSession | undefined;
   sessionClosed: boolean;
   stopping: boolean;
+  /** The spill directory, when this daemon created it and has not removed it yet. */
+  createdSpillDirectory?: string | undefined;
 }
 
 function healthChecks(state: MountState): { liveness: HealthCheck[]; readiness: HealthCheck[] } {
@@ -166,6 +169,26 @@ async function probeBucket(filesystem: BucketFilesystem, config: MountConfig): P
   }
 }
 
+/**
+ * Removes the spill directory when this daemon created it, after its
+ * filesystem has stopped. Spill files are unlinked as soon as they are
+ * created, so the directory is empty by then. Without this, every run left
+ * an empty /tmp/bucketmount-spill-PID behind. Synchronous, because it also
+ * runs right before the process exits.
+ */
+function removeSpillDirectory(state: MountState, logger: Logger): void {
+  const directory = state.createdSpillDirectory;
+  if (directory === undefined) return;
+  state.createdSpillDirectory = undefined;
+
+  try {
+    rmdirSync(directory);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    logger.warn({ err: error, directory }, `cannot remove the spill directory ${directory} that this daemon created; remove it by hand`);
+  }
+}
+
 /** Creates the filesystem, its spill directory and its scrape-time metrics. */
 async function createFilesystem(
   config: MountConfig,
@@ -173,6 +196,7 @@ async function createFilesystem(
   modules: ServingModules,
   memoryBytes: number,
   metrics: MountMetrics | undefined,
+  state: MountState,
   logger: Logger,
 ): Promise<BucketFilesystem> {
   const filesystemConfig = modules.resolveFilesystemConfig({
@@ -190,7 +214,9 @@ async function createFilesystem(
     memoryLimitBytes: memoryBytes,
     ...(config.spillDirectory !== undefined ? { spillDirectory: config.spillDirectory } : {}),
   });
-  await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
+  // mkdir returns the first directory it created, undefined when the spill directory existed.
+  const created = await mkdir(filesystemConfig.spillDirectory, { recursive: true, mode: 0o700 });
+  if (created !== undefined) state.createdSpillDirectory = filesystemConfig.spillDirectory;
 
   const filesystem = new modules.BucketFilesystem({ store: connection.store, config: filesystemConfig, logger });
   metrics?.observeFilesystem(() => filesystem.statistics(), memoryBytes);
@@ -333,7 +359,7 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
   let session: FuseSession;
   try {
     modules = await loadServingModules();
-    filesystem = await createFilesystem(config, connection, modules, memory.bytes, metrics, logger);
+    filesystem = await createFilesystem(config, connection, modules, memory.bytes, metrics, state, logger);
     // Mounted before the credentials and the bucket are known to work, so that the mount
     // overlaps the exchange and the bucket check; verifyMountedSession unmounts again when they
     // do not work. Until then the failure is handled there (or below, when mounting fails).
@@ -344,6 +370,7 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
   } catch (error) {
     // The refresher keeps retrying after a failed first exchange; stop it so the process can exit.
     connection.close();
+    removeSpillDirectory(state, logger);
     throw error;
   }
 
@@ -352,6 +379,11 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
   void session.closed.then(() => {
     state.sessionClosed = true;
   });
+
+  // Started before the ready line: serveUntilStopped installs the signal handlers before its first
+  // await, so a SIGTERM sent as soon as the mount is ready drains and unmounts instead of killing
+  // the process with Node's default action.
+  const served = serveUntilStopped(config, session, filesystem, connection, state, operations, logger);
 
   logger.info(
     { event: 'mount-ready', url: config.location.url, mountpoint: config.mountpoint, startupMs: Math.round(performance.now() - startedAt) },
@@ -369,7 +401,7 @@ async function mountAndServe(config: MountConfig, logger: Logger, metrics: Mount
     now: () => cleanupReferenceTime,
   });
 
-  return serveUntilStopped(config, session, filesystem, connection, state, operations, logger);
+  return served;
 }
 
 /**
@@ -407,7 +439,10 @@ async function unmountWithin(session: FuseSession, logger: Logger): Promise<bool
   return closed;
 }
 
-/** Waits for a signal or an external unmount, then shuts down in order. */
+/**
+ * Waits for a signal or an external unmount, then shuts down in order. The
+ * signal handlers are installed before the first await, when it is called.
+ */
 async function serveUntilStopped(
   config: MountConfig,
   session: FuseSession,
@@ -439,6 +474,7 @@ async function serveUntilStopped(
         .catch((error: unknown) => logger.error({ err: error }, 'aborting uploads at a forced shutdown failed'))
         .then(() => unmountWithin(session, logger))
         .finally(() => {
+          removeSpillDirectory(state, logger);
           logger.flush();
           process.exit(1);
         });
@@ -466,6 +502,7 @@ async function serveUntilStopped(
 
   const closed = await unmountWithin(session, logger);
   connection.close();
+  removeSpillDirectory(state, logger);
   await operations?.close();
   // A second signal during the drain aborted the uploads: that shutdown did not finish its work.
   const status = signalCount > 1 ? 1 : 0;

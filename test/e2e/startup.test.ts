@@ -6,9 +6,13 @@
  * - from the modules with BUCKETMOUNT_SNAPSHOT=0, or when the Node.js binary
  *   is not the one that made the snapshot.
  * Every way serves the same files, and the launcher finds the repository
- * through a symbolic link and from a relative path.
+ * through a symbolic link and from a relative path. Options before the
+ * command reach bucketmount, not Node.js, either way. A SIGTERM right at
+ * ready drains and unmounts, and the spill directory the daemon created is
+ * removed when it stops.
  */
 
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -27,6 +31,25 @@ function startupOf(daemon: MountedDaemon): string | undefined {
     .find((line) => line.includes('"event":"mount-starting"'));
   return starting === undefined ? undefined : (JSON.parse(starting) as { startup?: string }).startup;
 }
+
+describe.each<{ start: string; environment: Record<string, string> }>([
+  { start: 'snapshot', environment: {} },
+  { start: 'modules', environment: { BUCKETMOUNT_SNAPSHOT: '0' } },
+])('launcher options from the $start', ({ environment }) => {
+  test('--help prints the usage', async () => {
+    const result = await runCli(['--help'], environment);
+
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toContain('Commands:');
+  });
+
+  test('an unknown option is a usage error', async () => {
+    const result = await runCli(['--bogus'], environment);
+
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain('unknown command "--bogus"');
+  });
+});
 
 describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
   const bucket = `bucketmount-startup-${backendName}`;
@@ -89,6 +112,41 @@ describe.each(BACKENDS)('launcher start-up on %s', (backendName) => {
 
     expect(startupOf(daemon)).toBe('modules');
     await expectServesSeededObject(daemon);
+  });
+
+  test('SIGTERM at ready unmounts cleanly', async () => {
+    // startDaemon returns as soon as the ready line is logged, so the signal follows it at once.
+    const daemon = await mount();
+
+    expect(await daemon.stop('SIGTERM')).toBe(0);
+    expect(daemon.logs()).toContain('"event":"shutdown-requested"');
+    expect(daemon.logs()).toContain('"event":"mount-stopped"');
+  });
+
+  test('removes the spill directory it created', async () => {
+    const created = join(scratch, 'spill-created');
+    const existing = await mkdtemp(join(scratch, 'spill-existing-'));
+
+    const first = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--spill-dir', created] });
+    daemons.push(first);
+    expect(existsSync(created)).toBe(true);
+    expect(await first.stop()).toBe(0);
+    expect(existsSync(created)).toBe(false);
+
+    const second = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: [...backend.connectionArgs(), '--spill-dir', existing] });
+    daemons.push(second);
+    expect(await second.stop()).toBe(0);
+    expect(existsSync(existing)).toBe(true);
+  });
+
+  test('removes the spill directory after a failed start', async () => {
+    const created = join(scratch, 'spill-failed-start');
+    const mountpoint = await mkdtemp(join(scratch, 'mountpoint-'));
+
+    const result = await runCli(['mount', backend.bucketUrl('bucketmount-startup-missing'), mountpoint, ...backend.connectionArgs(), '--spill-dir', created]);
+
+    expect(result.status, result.stderr).toBe(1);
+    expect(existsSync(created)).toBe(false);
   });
 
   test('runs the check command from the snapshot', async () => {
