@@ -50,8 +50,6 @@ export interface MountTarget {
   version: string;
   /** Authentication method of the mount, for the report. */
   credentials: string;
-  /** False when the mount reaches the server without the counting proxy, so server bytes are unknown. */
-  countsServerBytes: boolean;
   /** Bytes the server sent through this mount's counting proxy, when that is not the SDK ceiling's proxy. */
   serverBytes?: () => number;
   /** `extraArgs` go to bucketmount's command line; the peers take none. */
@@ -166,7 +164,6 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     version: peers.versions.bucketmount ?? 'unknown',
     unavailable: existsSync(BUILT_CLI_PATH) ? undefined : `${BUILT_CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through MinIO STS AssumeRoleWithWebIdentity',
-    countsServerBytes: true,
     mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
@@ -195,7 +192,6 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     version: peers.versions.s3fs ?? 'unknown',
     unavailable: unavailableReason(s3fsBinary, join(peers.benchBin, 's3fs.skip')),
     credentials: rootCredentials,
-    countsServerBytes: true,
     mount: async () => {
       const mountpoint = await newMountpoint();
       const work = await mkdtemp(join(tmpdir(), 'bucketmount-bench-s3fs-'));
@@ -228,7 +224,6 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     version: peers.versions.rclone ?? 'unknown',
     unavailable: unavailableReason(rcloneBinary, join(peers.benchBin, 'rclone.skip')),
     credentials: 'MinIO root access key (web identity through env_auth and the AWS SDK for Go against MinIO STS was not tried)',
-    countsServerBytes: true,
     mount: async () => {
       const mountpoint = await newMountpoint();
       const work = await mkdtemp(join(tmpdir(), 'bucketmount-bench-rclone-'));
@@ -263,7 +258,6 @@ export function s3Targets(environment: S3Environment, peers: PeerBinaries): Moun
     version: peers.versions.goofys ?? 'unknown',
     unavailable: unavailableReason(goofysBinary, join(peers.benchBin, 'goofys.skip')),
     credentials: rootCredentials,
-    countsServerBytes: true,
     mount: async () => {
       const mountpoint = await newMountpoint();
       return spawnMount({
@@ -289,7 +283,6 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
     version: peers.versions.bucketmount ?? 'unknown',
     unavailable: existsSync(BUILT_CLI_PATH) ? undefined : `${BUILT_CLI_PATH} not built; run npm run build`,
     credentials: 'web identity token file through the GCP STS and IAM Credentials fakes, behind the authorizing proxy',
-    countsServerBytes: true,
     mount: async (extraArgs = []) => {
       const mountpoint = await newMountpoint();
       return spawnMount({
@@ -324,7 +317,6 @@ export function gcsTargets(environment: GcsEnvironment, peers: PeerBinaries): Mo
     version: peers.versions.gcsfuse ?? 'unknown',
     unavailable: unavailableReason(gcsfuseBinary, join(peers.benchBin, 'gcsfuse.skip')),
     credentials: 'anonymous access through a pass-through proxy (gcsfuse cannot use the local GCP fakes)',
-    countsServerBytes: true,
     serverBytes: () => environment.anonymousProxy.bytesFromServer(),
     mount: async () => {
       const mountpoint = await newMountpoint();

@@ -161,9 +161,8 @@ async function waitUntilStored(admin: AdminClient, key: string, size: number): P
   }
 }
 
-function ok(context: SuiteContext, scenario: string, target: string, fields: Partial<Result>, countsServerBytes = true): Result {
+function ok(context: SuiteContext, scenario: string, target: string, fields: Partial<Result>): Result {
   const result: Result = { backend: context.backend, scenario, target, status: 'ok', ...fields };
-  if (!countsServerBytes) delete result.serverBytes;
   if (result.bytes !== undefined && result.seconds !== undefined && result.seconds > 0) result.mibPerSecond = mib(result.bytes, result.seconds);
   if (result.bytes !== undefined && result.serverBytes !== undefined && result.bytes > 0) result.amplification = result.serverBytes / result.bytes;
   return result;
@@ -310,7 +309,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
   const serverBytes = target.serverBytes ?? ((): number => context.ceiling.serverBytes());
   const results: Result[] = [];
   context.log(`${context.backend}: ${target.name}`);
-  const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields, target.countsServerBytes);
+  const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields);
 
   results.push(
     ...(await withMount(context, target, ['startup', 'seq-read-cold', 'seq-read-warm'], async (mount) => {

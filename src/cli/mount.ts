@@ -185,7 +185,7 @@ function removeSpillDirectory(state: MountState, logger: Logger): void {
     rmdirSync(directory);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    logger.warn({ err: error, directory }, `cannot remove the spill directory ${directory} that this daemon created; remove it by hand`);
+    logger.warn({ err: error, directory }, `removing the spill directory ${directory} that this daemon created failed; remove it by hand`);
   }
 }
 

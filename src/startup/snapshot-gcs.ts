@@ -10,6 +10,6 @@ import { registerSnapshotMain, warmUpWhileBuilding } from './snapshot-main.js';
 import { WARM_UP_ARGUMENTS, warmUpMountStart } from './warm-up.js';
 
 registerSnapshotMain();
-// TODO: warm up the GCP exchange and the first listing too; their clients reach the network through
+// TODO: warm up the GCP exchange and the first listing too. Their clients reach the network through
 // node:http, which a snapshot cannot hold, so they need a transport with fixed responses like warm-up-s3.ts.
 warmUpWhileBuilding(async () => warmUpMountStart(WARM_UP_ARGUMENTS.gcs));

@@ -8,8 +8,8 @@
  * request signing and XML parsing on its first credential exchange and its
  * first listing, on the main thread, while the mount waits for both.
  *
- * The clients here never touch the network: their handler answers every
- * request with a fixed response, so node:http (which cannot be in a
+ * The clients here never touch the network: their handler returns a fixed
+ * response to every request, so node:http (which cannot be in a
  * snapshot, see lazy-builtins.ts) is never loaded. They use the options of
  * the daemon's own clients, so that the same middleware runs.
  */
@@ -20,9 +20,8 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client, type S3Cli
 import { AssumeRoleWithWebIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 
 import { S3_CLIENT_BEHAVIOR } from '../store/s3.js';
+import { UNUSED_ENDPOINT } from './warm-up.js';
 
-/** The endpoint of the warm-up clients. Nothing is sent there: the handler below returns the responses. */
-const UNUSED_ENDPOINT = 'http://127.0.0.1:9';
 const BUCKET = 'warm-up';
 
 const STS_RESPONSE = [

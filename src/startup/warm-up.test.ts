@@ -23,7 +23,7 @@ describe('snapshot warm-ups', () => {
     await expect(warmUpS3()).resolves.toBeUndefined();
   });
 
-  it('fail the build when failing', async () => {
+  it('fail the build on errors', async () => {
     const written: string[] = [];
     vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
       written.push(String(chunk));

@@ -10,19 +10,22 @@ import { closeSync, openSync } from 'node:fs';
 import { parseMountArguments } from '../cli/config.js';
 import { createLogger } from '../observability/logger.js';
 
+/** The endpoint of every warm-up client and command line. Nothing is sent there. */
+export const UNUSED_ENDPOINT = 'http://127.0.0.1:9';
+
 /** A mount command line of each cloud, with made-up values. Nothing reads the files or endpoints they name. */
 export const WARM_UP_ARGUMENTS = {
   s3: [
     's3://warm-up/prefix', '/warm-up',
-    '--endpoint', 'http://127.0.0.1:9', '--sts-endpoint', 'http://127.0.0.1:9', '--region', 'us-east-1',
+    '--endpoint', UNUSED_ENDPOINT, '--sts-endpoint', UNUSED_ENDPOINT, '--region', 'us-east-1',
     '--token-file', '/warm-up/token', '--role-arn', 'arn:aws:iam::000000000000:role/warm-up',
   ],
   gcs: [
     'gs://warm-up/prefix', '/warm-up',
-    '--endpoint', 'http://127.0.0.1:9', '--token-file', '/warm-up/token',
+    '--endpoint', UNUSED_ENDPOINT, '--token-file', '/warm-up/token',
     '--gcp-wif-provider', 'projects/1/locations/global/workloadIdentityPools/warm-up/providers/warm-up',
     '--gcp-service-account', 'warm-up@warm-up.iam.gserviceaccount.com',
-    '--gcp-sts-endpoint', 'http://127.0.0.1:9/v1/token', '--gcp-iam-endpoint', 'http://127.0.0.1:9',
+    '--gcp-sts-endpoint', `${UNUSED_ENDPOINT}/v1/token`, '--gcp-iam-endpoint', UNUSED_ENDPOINT,
   ],
 };
 
