@@ -39,11 +39,15 @@
  * one page starting at the directory's own keys. That page contains the
  * whole contents of the directory and of the next siblings (and their
  * subdirectories) whose keys it covers, and each of those gets its cached
- * listing from it, so one request replaces a listing per directory. The page
- * after it is requested at once, and completes the sibling that the first
- * page cut off when the walk reaches that sibling. When the directory alone
- * has more keys than a page, it is listed as usual, and its siblings are
- * listed one by one for `LARGE_DIRECTORY_RETRY_MS`.
+ * listing from it, so one request replaces a listing per directory. A page
+ * that starts at a given key needs no page before it, so the walk then
+ * requests up to `TREE_PAGES_AHEAD` pages at once. Each starts at the sibling
+ * where the one before is expected to end, as many siblings apart as the last
+ * page covered. The start points come from the parent's cached listing. A sibling
+ * that no page covered (its siblings were larger than expected) gets a page
+ * of its own when the walk reaches it. When the directory alone has more keys
+ * than a page, it is listed as usual, and its siblings are listed one by one
+ * for `LARGE_DIRECTORY_RETRY_MS`.
  */
 
 import type { LRUCache } from 'lru-cache';
@@ -71,20 +75,41 @@ const TRACKED_DIRECTORIES = 10_000;
 /** Listings of directories found complete in one page of keys listed without a delimiter, by path. */
 type TreeListings = Map<string, Map<string, CachedEntry>>;
 
-/** Walks through the children of different directories that are continued at once; the oldest is dropped. */
+/** Walks through the children of different directories that are continued at once; the least recently used is dropped. */
 const MAX_TREE_WALKS = 16;
 
-/** A walk through the children of one directory, continued page by page. */
+/**
+ * Maximum pages of keys that one tree walk has in flight. A page that starts
+ * at a given key needs no earlier page, so pages ahead run in parallel. An
+ * estimate from one 2-core VM: the 10,000 keys of 100 directories of 100
+ * objects on MinIO, page cache dropped, took about 780 ms to list with four
+ * pages at once and 950 ms one page after another.
+ */
+export const TREE_PAGES_AHEAD = 4;
+
+/** A page of a parent's keys in flight for a tree walk. */
+interface PendingTreePage {
+  /** Index of the child directory whose keys the page starts at. */
+  startIndex: number;
+  /** Index of the first child directory the page is not expected to cover completely. */
+  expectedEndIndex: number;
+  /** Settles once the page's listings are cached, or the request failed. */
+  done: Promise<void>;
+}
+
+/** A walk through the children of one directory. */
 interface TreeWalk {
-  /** The child directory that the last page cut off, which the next page completes. */
-  resumePath: string;
-  /** The keys of that directory in the last page. */
-  carried: ObjectInfo[];
-  /** The next page, requested as soon as the last one arrived. */
-  nextPage: Promise<ListPage>;
-  /** The cache token of the next page, taken before it was requested. */
-  fetch: MetadataFetch;
-  startedAtMs: number;
+  /** The parent's child directories in name order, from its listing when the walk started. */
+  directories: string[];
+  /** Child directories that the last page of a full page of keys covered completely: the distance between pages ahead. */
+  spacing: number;
+  /** Index of the first child directory that no page requested so far starts at or is expected to cover. */
+  frontier: number;
+  /** Index of the child directory the walk reached last. */
+  position: number;
+  /** Pages in flight, by start index. */
+  pages: Map<number, PendingTreePage>;
+  lastUsedMs: number;
 }
 
 /** The last lookup in a directory, which decides whether the next one lists it. */
@@ -131,7 +156,7 @@ export class DirectoryModel {
   private readonly readdirActivity = entryBoundedCache<string, LookupActivity>(TRACKED_DIRECTORIES);
   /** Directories with a child too large for one page of keys, with the time until which their children are listed one by one. */
   private readonly deepDirectories = entryBoundedCache<string, number>(TRACKED_DIRECTORIES);
-  /** Walks to continue, by the path of the directory whose children are walked, oldest first. */
+  /** Tree walks, by the path of the directory whose children are walked, least recently used first. */
   private readonly treeWalks = new Map<string, TreeWalk>();
   /** Keys skipped because they cannot be paths, over the life of the mount. */
   skippedKeyCount = 0;
@@ -186,33 +211,35 @@ export class DirectoryModel {
   }
 
   /**
-   * Lists one page of the parent's keys without a delimiter, starting at the
-   * keys of `path`, and caches the listing of every directory that the page
-   * covers completely. Returns the listing of `path`, or undefined when the
-   * page does not cover it, the listing could not be cached, or the request
-   * failed (the caller then lists `path` as usual).
+   * Lists pages of the parent's keys without a delimiter for a tree walk
+   * that reached `path`, and caches the listing of every directory that a
+   * page covers completely. Waits for a page requested ahead when one is
+   * expected to cover `path`, otherwise requests one that starts at the keys
+   * of `path`. Returns the listing of `path`, or undefined when no page covers
+   * it, the listing could not be cached, or the request failed (the caller
+   * then lists `path` as usual).
    */
   private async listWithSiblings(path: string): Promise<ReadonlyMap<string, CachedEntry> | undefined> {
     const parent = parentPathOf(path);
-    const parentPrefix = this.keys.directoryPrefix(parent);
-    // The directory's prefix without its '/': keys of siblings that sort after it come along.
-    const startAfter = this.keys.directoryPrefix(path).slice(0, -1);
+    const walk = this.treeWalkOf(parent);
+    const index = walk === undefined ? -1 : sortedIndexOf(walk.directories, baseNameOf(path));
+    if (walk !== undefined && index >= 0) {
+      walk.position = index;
+      walk.lastUsedMs = this.now();
 
-    const walk = this.takeTreeWalk(parent, path);
-    const fetch = walk?.fetch ?? this.cache.beginFetch(parent, 'tree');
-    let objects: ObjectInfo[];
-    let nextToken: string | undefined;
-    try {
-      const page = await (walk?.nextPage ?? this.store.list({ prefix: parentPrefix, startAfter, signal: this.signal }));
-      objects = walk === undefined ? page.objects : [...walk.carried, ...page.objects];
-      nextToken = page.nextToken;
-    } catch (error) {
-      this.cache.abandonFetch(fetch);
-      this.logger.debug({ bucket: this.store.bucket, prefix: parentPrefix, startAfter, err: error }, 'listing the keys of a directory and its siblings failed; listing the directory alone');
-      return undefined;
+      const ahead = [...walk.pages.values()].find((page) => page.startIndex <= index && index < page.expectedEndIndex);
+      if (ahead !== undefined) {
+        await ahead.done;
+        const cached = this.cache.listing(path, { resolvesMissingNames: true });
+        if (cached !== undefined) {
+          this.extendTreeWalk(parent, walk);
+          return cached;
+        }
+      }
     }
 
-    const listings = this.listingsFromPage(parent, parentPrefix, objects, nextToken !== undefined);
+    const listings = await this.requestTreePage(parent, path, walk, index, index + 1);
+    if (listings === undefined) return undefined;
     const listing = listings.get(path);
     if (listing === undefined) {
       this.deepDirectories.set(parent, this.now() + LARGE_DIRECTORY_RETRY_MS);
@@ -221,61 +248,124 @@ export class DirectoryModel {
         'directory has more keys than one page; listing its siblings one by one',
       );
     }
-    if (!this.cache.finishTreeFetch(fetch, listings)) return undefined;
-
-    if (listing !== undefined && nextToken !== undefined) this.continueTreeWalk(parent, parentPrefix, objects, nextToken);
     return listing;
   }
 
   /**
-   * Requests the page after `objects` at once, so that it is on its way
-   * while the program reads the directories already listed, and keeps the
-   * keys of the directory the page cut off for it. The cache token is taken
-   * in the same turn as the last page was stored, so a local change from now
-   * on keeps the next page out of the cache.
+   * Returns the walk through the children of `parent`, continuing one used
+   * within the TTL or starting one from the parent's cached listing, whose
+   * child directories give the points where pages ahead start. Returns
+   * undefined when the parent's listing is not cached: its children are then
+   * listed one page at a time, as they are reached.
    */
-  private continueTreeWalk(parent: string, parentPrefix: string, objects: readonly ObjectInfo[], nextToken: string): void {
-    const relative = objects.at(-1)!.key.slice(parentPrefix.length);
-    const slash = relative.indexOf('/');
-    // A page cut among the parent's own files leaves no directory to resume.
-    if (slash < 0) return;
+  private treeWalkOf(parent: string): TreeWalk | undefined {
+    const existing = this.treeWalks.get(parent);
+    if (existing !== undefined && this.now() - existing.lastUsedMs < this.metadataTtlMs) {
+      // Most recently used last, so that the oldest walk is the one dropped.
+      this.treeWalks.delete(parent);
+      this.treeWalks.set(parent, existing);
+      return existing;
+    }
+    this.treeWalks.delete(parent);
 
-    const cutPrefix = parentPrefix + relative.slice(0, slash + 1);
-    let firstCarried = objects.length;
-    while (firstCarried > 0 && objects[firstCarried - 1]!.key.startsWith(cutPrefix)) firstCarried -= 1;
+    const parentListing = this.cache.listing(parent);
+    if (parentListing === undefined) return undefined;
+    const directories = [...parentListing].filter(([, entry]) => entry.kind === 'directory').map(([name]) => name);
 
+    if (this.treeWalks.size >= MAX_TREE_WALKS) this.treeWalks.delete(this.treeWalks.keys().next().value!);
+    const walk: TreeWalk = { directories, spacing: 1, frontier: 0, position: 0, pages: new Map(), lastUsedMs: this.now() };
+    this.treeWalks.set(parent, walk);
+    return walk;
+  }
+
+  /**
+   * Requests pages ahead of the walk's position, each starting where the
+   * pages before it are expected to end, so that up to `TREE_PAGES_AHEAD`
+   * pages are on their way while the program reads the directories already
+   * listed. Pages go at most that many pages' worth of directories past the
+   * position, so a walk that stops leaves little listed for nothing.
+   */
+  private extendTreeWalk(parent: string, walk: TreeWalk): void {
+    if (this.signal.aborted || this.treeWalks.get(parent) !== walk) return;
+
+    const limit = Math.min(walk.directories.length, walk.position + 1 + TREE_PAGES_AHEAD * walk.spacing);
+    while (walk.pages.size < TREE_PAGES_AHEAD && walk.frontier < limit) {
+      const startIndex = walk.frontier;
+      const path = childPath(parent, walk.directories[startIndex]!);
+      void this.requestTreePage(parent, path, walk, startIndex, startIndex + walk.spacing);
+    }
+  }
+
+  /**
+   * Requests one page of the parent's keys, starting at the keys of `path`,
+   * and caches the listing of every directory it covers completely. With a
+   * walk, the page is registered as covering the child directories from
+   * `startIndex` to before `expectedEndIndex` until it arrives, and its
+   * arrival moves the walk on. Returns the listings, or undefined when the
+   * request failed or a local change kept them out of the cache.
+   */
+  private async requestTreePage(parent: string, path: string, walk: TreeWalk | undefined, startIndex: number, expectedEndIndex: number): Promise<TreeListings | undefined> {
+    const parentPrefix = this.keys.directoryPrefix(parent);
+    // The directory's prefix without its '/': keys of siblings that sort after it come along.
+    const startAfter = this.keys.directoryPrefix(path).slice(0, -1);
+    // Taken before the request, so that a local change from now on keeps this page out of the cache.
     const fetch = this.cache.beginFetch(parent, 'tree');
-    const nextPage = this.store.list({ prefix: parentPrefix, continuationToken: nextToken, signal: this.signal });
-    // Awaited by the readdir that resumes the walk; a walk that is dropped ignores its failure.
-    nextPage.catch(() => undefined);
 
-    this.dropTreeWalk(parent);
-    if (this.treeWalks.size >= MAX_TREE_WALKS) this.dropTreeWalk(this.treeWalks.keys().next().value!);
-    this.treeWalks.set(parent, {
-      resumePath: childPath(parent, relative.slice(0, slash)),
-      carried: objects.slice(firstCarried),
-      nextPage,
-      fetch,
-      startedAtMs: this.now(),
-    });
+    const request = (async (): Promise<TreeListings | undefined> => {
+      let page: ListPage;
+      try {
+        page = await this.store.list({ prefix: parentPrefix, startAfter, signal: this.signal });
+      } catch (error) {
+        this.cache.abandonFetch(fetch);
+        this.logger.debug({ bucket: this.store.bucket, prefix: parentPrefix, startAfter, err: error }, 'listing a page of keys for a tree walk failed; the directories it would have covered are listed when readdir reaches them');
+        return undefined;
+      }
+
+      const truncated = page.nextToken !== undefined;
+      const listings = this.listingsFromPage(parent, parentPrefix, page.objects, truncated);
+      if (walk !== undefined && startIndex >= 0) this.advanceTreeWalk(parent, walk, listings, startIndex, truncated);
+      return this.cache.finishTreeFetch(fetch, listings) ? listings : undefined;
+    })();
+
+    if (walk === undefined || startIndex < 0) return request;
+
+    const pending: PendingTreePage = { startIndex, expectedEndIndex, done: request.then(() => undefined) };
+    walk.pages.set(startIndex, pending);
+    walk.frontier = Math.max(walk.frontier, expectedEndIndex);
+    const listings = await request;
+    if (walk.pages.get(startIndex) === pending) walk.pages.delete(startIndex);
+    this.extendTreeWalk(parent, walk);
+    return listings;
   }
 
-  /** Returns the walk of `parent` when it resumes at `path` within the TTL, and drops any other. */
-  private takeTreeWalk(parent: string, path: string): TreeWalk | undefined {
-    const walk = this.treeWalks.get(parent);
-    if (walk === undefined) return undefined;
+  /**
+   * Records what a page that started at child directory `startIndex`
+   * covered: the walk's next page starts after the last child directory it
+   * contains completely, and pages ahead are spaced by as many directories.
+   * A page that contains no child directory completely ends the walk.
+   */
+  private advanceTreeWalk(parent: string, walk: TreeWalk, listings: TreeListings, startIndex: number, truncated: boolean): void {
+    if (!truncated) {
+      walk.frontier = walk.directories.length;
+      return;
+    }
 
-    this.treeWalks.delete(parent);
-    if (walk.resumePath === path && this.now() - walk.startedAtMs < this.metadataTtlMs) return walk;
-    this.cache.abandonFetch(walk.fetch);
-    return undefined;
-  }
+    let lastComplete: string | undefined;
+    for (const path of listings.keys()) {
+      if (parentPathOf(path) !== parent) continue;
+      const name = baseNameOf(path);
+      if (lastComplete === undefined || name > lastComplete) lastComplete = name;
+    }
+    if (lastComplete === undefined) {
+      // A child directory has more keys than a page, so each page ahead would contain only part of one directory.
+      if (this.treeWalks.get(parent) === walk) this.treeWalks.delete(parent);
+      return;
+    }
 
-  private dropTreeWalk(parent: string): void {
-    const walk = this.treeWalks.get(parent);
-    if (walk === undefined) return;
-    this.treeWalks.delete(parent);
-    this.cache.abandonFetch(walk.fetch);
+    // The first child directory after the last complete one: where the page was cut.
+    const cutIndex = sortedInsertionIndex(walk.directories, lastComplete, true);
+    walk.frontier = Math.max(walk.frontier, cutIndex);
+    walk.spacing = Math.max(1, cutIndex - startIndex);
   }
 
   /**
@@ -575,4 +665,23 @@ export class DirectoryModel {
     this.logger.debug({ bucket: this.store.bucket, key, reason }, 'skipped a key that cannot be a file name');
     return true;
   }
+}
+
+/** Returns the index of `name` in the sorted array `names`, or -1. */
+function sortedIndexOf(names: readonly string[], name: string): number {
+  const index = sortedInsertionIndex(names, name, false);
+  return names[index] === name ? index : -1;
+}
+
+/** Returns the index of the first element of the sorted array `names` at or after `name` (`after`: strictly after). */
+function sortedInsertionIndex(names: readonly string[], name: string, after: boolean): number {
+  let low = 0;
+  let high = names.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    const before = after ? names[middle]! <= name : names[middle]! < name;
+    if (before) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }

@@ -6,7 +6,7 @@
 
 import { describe, expect, it } from 'vitest';
 
-import { LARGE_DIRECTORY_RETRY_MS, LOOKUP_LISTING_MAX_PAGES } from './directory.js';
+import { LARGE_DIRECTORY_RETRY_MS, LOOKUP_LISTING_MAX_PAGES, TREE_PAGES_AHEAD } from './directory.js';
 import { MemoryStore } from '../store/memory.js';
 import type { ListPage, ListRequest } from '../store/types.js';
 import { Errno } from './errno.js';
@@ -322,38 +322,76 @@ describe('tree walks: request counts', () => {
       ['f0', 'f1', 'f2', 'sub'],
       ['f0', 'f1', 'f2'],
     ]);
-    // Pages of 10 keys: d1 and d2, with d3 cut off, then the rest of d3, d4, d4/sub and d5.
-    expect(callsSince(store, start)).toEqual(['list tree/', 'list tree/']);
-    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ continued']);
+    // Pages of 10 keys: d1 and d2, with d3 cut off; then d3, d4 and d4/sub, with d5 cut off; then d5.
+    // The first page covered two directories, so the pages ahead start two directories apart.
+    expect(callsSince(store, start)).toEqual(['list tree/', 'list tree/', 'list tree/']);
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ after tree/d3', 'tree/ after tree/d5']);
   });
 
-  it('resumes a walk with the page requested ahead', async () => {
+  it('requests pages ahead at once', async () => {
     const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 6 } });
     await seedWalkedTree(memory, mount, [4, 4, 4, 4, 4, 4]);
     const start = store.calls.length;
+
+    await mount.names('tree/d1');
+    await settle();
+    // Each page of 6 keys contains one directory completely and cuts the next one off, so each page
+    // ahead starts at the next directory. All of them were requested before the walk went on.
+    const requestedAhead = flatListingsSince(store, start);
+    const listed: string[][] = [];
+    for (let directory = 2; directory < 6; directory += 1) listed.push(await mount.names(`tree/d${directory}`));
+
+    expect(requestedAhead).toEqual(['tree/ after tree/d1', 'tree/ after tree/d2', 'tree/ after tree/d3', 'tree/ after tree/d4', 'tree/ after tree/d5']);
+    expect(listed).toEqual(Array.from({ length: 4 }, () => ['f0', 'f1', 'f2', 'f3']));
+    expect(store.calls.length - start).toBe(requestedAhead.length);
+  });
+
+  it('limits the pages ahead', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
+    await seedWalkedTree(memory, mount, Array.from({ length: 30 }, () => 3));
+    const start = store.calls.length;
+
+    await mount.names('tree/d1');
+    await settle();
+
+    // The page from d1 covers d1 and cuts off d10, which sorts after d1. So the pages ahead are one
+    // directory apart, and there are TREE_PAGES_AHEAD of them while the walk stays at d1.
+    const requested = flatListingsSince(store, start);
+    expect(requested).toHaveLength(1 + TREE_PAGES_AHEAD);
+    expect(requested[0]).toBe('tree/ after tree/d1');
+  });
+
+  it('lists a sibling past the pages ahead', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
+    await seedWalkedTree(memory, mount, Array.from({ length: 9 }, () => 3));
+    await mount.names('tree/d1');
+    await settle();
+    const start = store.calls.length;
+
+    expect(await mount.names('tree/d8')).toEqual(['f0', 'f1', 'f2']);
+    await settle();
+
+    // d8 is past every page requested ahead of d1, and it is the last directory of the parent.
+    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d8']);
+  });
+
+  it('relists after a failed page ahead', async () => {
+    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 6 } });
+    await seedWalkedTree(memory, mount, [4, 4, 4, 4, 4, 4]);
+    const start = store.calls.length;
+    // The third listing of tree/ without a delimiter is the page ahead that starts at d3.
+    let flatListings = 0;
+    store.failWhen = (operation, key) => {
+      if (operation !== 'list' || key !== 'tree/') return undefined;
+      flatListings += 1;
+      return flatListings === 3 ? new Error('injected listing failure') : undefined;
+    };
 
     const listed: string[][] = [];
     for (let directory = 1; directory < 6; directory += 1) listed.push(await mount.names(`tree/d${directory}`));
 
     expect(listed).toEqual(Array.from({ length: 5 }, () => ['f0', 'f1', 'f2', 'f3']));
-    // 20 keys from d1 in pages of 6; each page completes the directory the one before cut off, and
-    // the page after the last is requested ahead although no readdir needs it.
-    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d1', 'tree/ continued', 'tree/ continued', 'tree/ continued']);
-    expect(callsSince(store, start).filter((call) => call.startsWith('listing'))).toEqual([]);
-  });
-
-  it('drops a walk that another sibling interrupts', async () => {
-    const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: TTL_MS }, store: { maxListKeys: 4 } });
-    await seedWalkedTree(memory, mount, [3, 3, 3, 3]);
-    // The page from d1 cuts d2 off and the walk waits to resume there.
-    await mount.names('tree/d1');
-    const start = store.calls.length;
-
-    expect(await mount.names('tree/d3')).toEqual(['f0', 'f1', 'f2']);
-    expect(await mount.names('tree/d2')).toEqual(['f0', 'f1', 'f2']);
-
-    // d2 starts a page of its own, which cuts d3 off and requests the page after it ahead.
-    expect(flatListingsSince(store, start)).toEqual(['tree/ after tree/d3', 'tree/ after tree/d2', 'tree/ continued']);
+    expect(flatListingsSince(store, start).filter((listing) => listing === 'tree/ after tree/d3')).toHaveLength(2);
   });
 
   it('keeps no page requested ahead of a local change', async () => {
