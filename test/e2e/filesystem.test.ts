@@ -33,6 +33,22 @@ async function putMany(backend: TestBackend, bucket: string, keys: string[], bod
   await Promise.all(Array.from({ length: 16 }, worker));
 }
 
+/**
+ * Keys of a tree that `find` walks, about 2,400 in three pages of 1,000. The
+ * directories have uneven sizes, so the pages requested ahead of the walk end
+ * where the walk did not expect. The tree also has a nested directory, a
+ * sibling whose name sorts between a directory's name and its keys, and a
+ * file of the parent itself.
+ */
+const TREE_KEYS: string[] = [
+  ...Array.from({ length: 40 }, (_, directory) =>
+    Array.from({ length: 10 + ((directory * 37) % 100) }, (_, file) => `tree/dir-${String(directory).padStart(2, '0')}/file-${String(file).padStart(3, '0')}`),
+  ).flat(),
+  'tree/dir-07/nested/deep.txt',
+  'tree/dir-07-extra/only.txt',
+  'tree/readme.txt',
+];
+
 describe.each(BACKENDS)('filesystem on %s', (backendName) => {
   const bucket = `bucketmount-e2e-${backendName}`;
   let backend: TestBackend;
@@ -61,6 +77,8 @@ describe.each(BACKENDS)('filesystem on %s', (backendName) => {
       Array.from({ length: 2500 }, (_, index) => `many/file-${String(index).padStart(5, '0')}.txt`),
       (key) => key,
     );
+
+    await putMany(backend, bucket, TREE_KEYS, (key) => key);
 
     daemon = await startDaemon({ bucketUrl: backend.bucketUrl(bucket), args: backend.connectionArgs() });
     mnt = daemon.mountpoint;
@@ -253,6 +271,13 @@ print(sorted(os.listdir(root)), open(root + "/target.txt").read())`,
     expect(result.stdout.trim()).toBe("['target.txt'] new target");
     expect((await backend.getObject(bucket, 'rename/target.txt'))?.toString()).toBe('new target');
     expect(await backend.getObject(bucket, 'rename/.target.txt.tmp')).toBeUndefined();
+  });
+
+  test('find lists a whole tree', async () => {
+    const result = await shell(`find "${mnt}/tree" -type f | LC_ALL=C sort`);
+
+    expect(result.stderr).toBe('');
+    expect(result.stdout.split('\n').filter(Boolean).map((line) => line.slice(mnt.length + 1))).toEqual([...TREE_KEYS].sort());
   });
 
   test('rename of a directory with nested files', async () => {
