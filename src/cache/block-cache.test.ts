@@ -217,6 +217,35 @@ describe('BlockCache', () => {
     expect(fetches).toBe(9);
   });
 
+  it('trims ranges before an offset', async () => {
+    const cache = new BlockCache({ maxBytes: 1024 * KiB });
+    const tenKiBPieces = async (start: number, end: number): Promise<Buffer[]> => {
+      const pieces: Buffer[] = [];
+      for (let position = start; position < end; position += 10 * KiB) pieces.push(Buffer.alloc(Math.min(10 * KiB, end - position), position / KiB));
+      return pieces;
+    };
+    await cache.load(block(0), 0, 100 * KiB, tenKiBPieces);
+
+    // Ranges that end at or before 35 KiB go. The range from 30 to 40 KiB contains later bytes, so it stays.
+    cache.trimBefore(block(0), 35 * KiB);
+    expect(cache.getStatistics().cachedBytes).toBe(70 * KiB);
+    expect(cache.covers(block(0), 30 * KiB, 100 * KiB)).toBe(true);
+    expect(cache.covers(block(0), 20 * KiB, 30 * KiB)).toBe(false);
+
+    // A read of trimmed bytes fetches them again.
+    const { calls, fetch } = controlledFetcher();
+    const read = cache.read(block(0), 0, 10 * KiB, fetch);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(calls.map((call) => [call.start, call.end])).toEqual([[0, 10 * KiB]]);
+    calls[0]!.resolve();
+    await read;
+
+    // Trimming past every range removes the block.
+    cache.trimBefore(block(0), 100 * KiB);
+    expect(cache.getStatistics().cachedBlocks).toBe(0);
+  });
+
   it('keeps versions apart', async () => {
     const cache = new BlockCache({ maxBytes: 1024 * KiB });
     await cache.read(block(0, 'v1'), 0, 4, async () => Buffer.from('old!'));

@@ -207,6 +207,30 @@ export class BlockCache {
     return { ...this.statistics, cachedBytes: this.blocks.calculatedSize, cachedBlocks: this.blocks.size };
   }
 
+  /**
+   * Removes the cached ranges of a block that end at or before `offset`
+   * (relative to the block's start), keeping the block's later ranges. A
+   * sequential reader frees the bytes it has passed this way, piece by piece,
+   * before it leaves the block. Ranges are the pieces that fetches returned,
+   * so a block fetched as one buffer keeps it whole until it is dropped.
+   */
+  trimBefore(id: BlockId, offset: number): void {
+    const cacheKey = blockCacheKey(id);
+    const entry = this.blocks.peek(cacheKey);
+    if (entry === undefined) return;
+
+    let firstKept = 0;
+    while (firstKept < entry.ranges.length && rangeEnd(entry.ranges[firstKept]!) <= offset) firstKept += 1;
+    if (firstKept === 0) return;
+
+    const ranges = entry.ranges.slice(firstKept);
+    if (ranges.length === 0) {
+      this.blocks.delete(cacheKey);
+      return;
+    }
+    this.blocks.set(cacheKey, { ranges, bytes: ranges.reduce((sum, range) => sum + range.data.length, 0) });
+  }
+
   /** Removes a block from the cache; a fetch of it still in flight stores its bytes when it completes. */
   drop(id: BlockId): void {
     this.blocks.delete(blockCacheKey(id));

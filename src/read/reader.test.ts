@@ -6,12 +6,29 @@ import { Errno } from '../fs/errno.js';
 import { joinReadData } from '../fuse/types.js';
 import { context, ControlledStore, createTestMount, errnoOfRejection, MiB, O_RDONLY, patternBytes, settle, silentLogger } from '../fs/test-support.js';
 import { MemoryStore } from '../store/memory.js';
+import type { GetRequest, GetResult } from '../store/types.js';
 import { FETCH_ALIGNMENT, INITIAL_WINDOW, ObjectReader, PAGE_SIZE, ReadaheadShare, SEQUENTIAL_MIN_BYTES, SEQUENTIAL_MIN_READS } from './reader.js';
 
 const KiB = 1024;
 
-function newReader(options: { size: number; blockSize?: number; maxReadahead?: number; readConcurrency?: number; readaheadShare?: ReadaheadShare }) {
-  const memory = new MemoryStore();
+/** A memory store that returns bodies in pieces of `pieceBytes` when asked to, as the S3 and GCS stores return the chunks of a response. */
+class PieceReturningStore extends MemoryStore {
+  constructor(private readonly pieceBytes: number) {
+    super();
+  }
+
+  override async get(key: string, request: GetRequest = {}): Promise<GetResult> {
+    const result = await super.get(key, request);
+    if (request.pieces !== true) return result;
+
+    const pieces: Buffer[] = [];
+    for (let position = 0; position < result.body.length; position += this.pieceBytes) pieces.push(result.body.subarray(position, position + this.pieceBytes));
+    return { ...result, body: Buffer.alloc(0), pieces };
+  }
+}
+
+function newReader(options: { size: number; blockSize?: number; maxReadahead?: number; readConcurrency?: number; readaheadShare?: ReadaheadShare; pieceBytes?: number }) {
+  const memory = options.pieceBytes === undefined ? new MemoryStore() : new PieceReturningStore(options.pieceBytes);
   const data = patternBytes(options.size);
   const info = memory.putRaw('object.bin', data);
   const store = new ControlledStore(memory);
@@ -31,7 +48,8 @@ function newReader(options: { size: number; blockSize?: number; maxReadahead?: n
   });
   const gets = () => store.calls.filter((call) => call.operation === 'get').map((call) => (call.detail as { range: { start: number; end: number } }).range);
   const cached = (index: number, blockSize = options.blockSize ?? 1 * MiB) => cache.covers({ key: info.key, version: info.version, index }, 0, blockSize);
-  return { memory, store, reader, data, gets, cached };
+  const covered = (index: number, start: number, end: number) => cache.covers({ key: info.key, version: info.version, index }, start, end);
+  return { memory, store, reader, data, gets, cached, covered, cache };
 }
 
 describe('ObjectReader', () => {
@@ -80,6 +98,23 @@ describe('ObjectReader', () => {
     // The last read started at 24 MiB - 128 KiB: blocks up to 4 MiB (SEQUENTIAL_SLACK) behind it stay.
     expect([0, 1, 10, 18].map((index) => cached(index))).toEqual([false, false, false, false]);
     expect([19, 20, 23, 24].map((index) => cached(index))).toEqual([true, true, true, true]);
+  });
+
+  it('frees passed pieces of a block', async () => {
+    const { reader, data, covered, cache } = newReader({ size: 16 * MiB, blockSize: 8 * MiB, maxReadahead: 8 * MiB, pieceBytes: 64 * KiB });
+    const chunk = 128 * KiB;
+    for (let offset = 0; offset < 7 * MiB; offset += chunk) {
+      expect((await reader.read(offset, chunk)).equals(data.subarray(offset, offset + chunk))).toBe(true);
+    }
+    await settle();
+
+    // The last read started at 7 MiB - 128 KiB. The pieces of block 0 more than 4 MiB (SEQUENTIAL_SLACK) behind it are gone.
+    const cutoff = 7 * MiB - chunk - 4 * MiB;
+    expect(covered(0, 0, 64 * KiB)).toBe(false);
+    expect(covered(0, cutoff - 64 * KiB, cutoff)).toBe(false);
+    expect(covered(0, cutoff, 8 * MiB)).toBe(true);
+    expect(covered(1, 0, 8 * MiB)).toBe(true);
+    expect(cache.getStatistics().cachedBytes).toBe(16 * MiB - cutoff);
   });
 
   it('keeps blocks before a stream began', async () => {
