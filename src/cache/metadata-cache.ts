@@ -202,6 +202,21 @@ export class MetadataCache {
   }
 
   /**
+   * Records that `path` is still a directory after a child of it was removed
+   * or moved away through this mount, although the bucket may no longer show
+   * it (see `BucketFilesystem.keepParentDirectory`). Only entry fetches of
+   * the path in flight become stale: a listing of it in flight has already
+   * recorded the child's change.
+   */
+  keepDirectory(path: string): void {
+    for (const fetch of this.pending.get(path) ?? []) {
+      if (fetch.kind === 'entry') fetch.stale = true;
+    }
+    if (this.ttlMs <= 0) return;
+    this.entries.set(path, this.stamp({ kind: 'directory' }));
+  }
+
+  /**
    * Records a local change: a directory was just created at `path` where no
    * key was seen, so it is empty and lookups of names in it need no request
    * until the TTL passes.

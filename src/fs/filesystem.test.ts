@@ -50,6 +50,34 @@ describe('directories', () => {
     expect(memory.getRaw('full/')).toBeDefined();
   });
 
+  it('keeps an emptied implicit directory for rmdir', async () => {
+    const { memory, mount, clock } = createTestMount({ config: { metadataTtlMs: 5000 } });
+    memory.putRaw('implicit/a', 'x');
+    memory.putRaw('implicit/b', 'x');
+    const directory = await mount.lookup('implicit');
+
+    // Like rm -r: unlink through the directory's inode, later than the TTL of its entry, then rmdir.
+    clock.advance(4000);
+    await mount.fs.unlink(directory, 'a', context);
+    await mount.fs.unlink(directory, 'b', context);
+    clock.advance(4000);
+
+    expect((await mount.stat('implicit')).mode & 0o170000).toBe(0o040000);
+    await mount.fs.rmdir(ROOT_INODE, 'implicit', context);
+    expect(await errnoOfRejection(mount.stat('implicit'))).toBe(Errno.ENOENT);
+  });
+
+  it('rmdir without a metadata cache', async () => {
+    const { memory, mount } = createTestMount({ config: { metadataTtlMs: 0 } });
+    memory.putRaw('implicit/a', 'x');
+    const directory = await mount.lookup('implicit');
+    await mount.fs.unlink(directory, 'a', context);
+
+    // The bucket no longer shows the directory, but the kernel still has its inode.
+    await mount.fs.rmdir(ROOT_INODE, 'implicit', context);
+    expect(await errnoOfRejection(mount.fs.rmdir(ROOT_INODE, 'implicit', context))).toBe(Errno.ENOENT);
+  });
+
   it('rmdir of a file is ENOTDIR and unlink of a directory is EISDIR', async () => {
     const { memory, mount } = createTestMount();
     memory.putRaw('file', 'x');

@@ -571,6 +571,7 @@ export class BucketFilesystem implements FilesystemOperations {
       if (writer !== undefined) writer.unlinked = true;
     }
     this.cache.storeMissing(path);
+    this.keepParentDirectory(path);
     this.inodes.unlink(path);
   }
 
@@ -581,6 +582,14 @@ export class BucketFilesystem implements FilesystemOperations {
     this.requireWritable('rmdir', path);
 
     const entry = await this.resolvePath(path);
+    if (entry === 'missing' && this.inodes.atPath(path)?.kind === 'directory') {
+      // The kernel still has the directory, but the bucket has no key below it any more: an implicit
+      // directory emptied without the metadata cache (TTL 0), or one that another client removed.
+      this.cache.invalidateTree(path);
+      this.cache.storeMissing(path);
+      this.inodes.unlink(path);
+      return;
+    }
     if (entry === 'missing') throw new FilesystemError(Errno.ENOENT, `cannot remove ${this.describe(path)}: it does not exist`, { expected: true });
     if (entry.kind === 'file') throw new FilesystemError(Errno.ENOTDIR, `cannot rmdir ${this.describe(path)}: it is a file`);
     await this.requireEmptyDirectory(path);
@@ -589,7 +598,21 @@ export class BucketFilesystem implements FilesystemOperations {
     await this.store.delete(this.keys.directoryPrefix(path), { signal: this.shutdownController.signal });
     this.cache.invalidateTree(path);
     this.cache.storeMissing(path);
+    this.keepParentDirectory(path);
     this.inodes.unlink(path);
+  }
+
+  /**
+   * Records that the parent of a path just removed or moved away through
+   * this mount is still a directory. An implicit directory (one without a
+   * marker) is gone from the bucket once its last key is deleted, but the
+   * program that emptied it usually removes it next, as `rm -r` does. Without
+   * this, that rmdir failed with ENOENT whenever the directory's cached entry
+   * was older than the metadata TTL.
+   */
+  private keepParentDirectory(path: string): void {
+    const parent = parentPathOf(path);
+    if (parent !== '') this.cache.keepDirectory(parent);
   }
 
   async rename(parent: number, name: string, newParent: number, newName: string, flags: number, _context?: RequestContext): Promise<void> {
@@ -996,6 +1019,7 @@ export class BucketFilesystem implements FilesystemOperations {
 
     this.inodes.move(fromPath, toPath);
     this.cache.storeMissing(fromPath);
+    this.keepParentDirectory(fromPath);
     this.cache.storeEntry(toPath, { kind: 'file', info: copied });
     const moved = this.inodes.atPath(toPath);
     if (moved !== undefined) {
@@ -1040,6 +1064,7 @@ export class BucketFilesystem implements FilesystemOperations {
     this.cache.invalidateTree(fromPath);
     this.cache.invalidateTree(toPath);
     this.cache.storeMissing(fromPath);
+    this.keepParentDirectory(fromPath);
     this.cache.storeEntry(toPath, { kind: 'directory' });
   }
 
