@@ -78,6 +78,16 @@ describe('directories', () => {
     expect(await errnoOfRejection(mount.fs.rmdir(ROOT_INODE, 'implicit', context))).toBe(Errno.ENOENT);
   });
 
+  it('rmdir without a cache respects writers', async () => {
+    const { memory, mount } = createTestMount({ config: { metadataTtlMs: 0 } });
+    memory.putRaw('implicit/a', 'x');
+    const directory = await mount.lookup('implicit');
+    await mount.open('implicit/new', O_CREAT | O_WRONLY);
+    await mount.fs.unlink(directory, 'a', context);
+
+    expect(await errnoOfRejection(mount.fs.rmdir(ROOT_INODE, 'implicit', context))).toBe(Errno.ENOTEMPTY);
+  });
+
   it('rmdir of a file is ENOTDIR and unlink of a directory is EISDIR', async () => {
     const { memory, mount } = createTestMount();
     memory.putRaw('file', 'x');

@@ -582,16 +582,12 @@ export class BucketFilesystem implements FilesystemOperations {
     this.requireWritable('rmdir', path);
 
     const entry = await this.resolvePath(path);
-    if (entry === 'missing' && this.inodes.atPath(path)?.kind === 'directory') {
-      // The kernel still has the directory, but the bucket has no key below it any more: an implicit
-      // directory emptied without the metadata cache (TTL 0), or one that another client removed.
-      this.cache.invalidateTree(path);
-      this.cache.storeMissing(path);
-      this.inodes.unlink(path);
-      return;
-    }
-    if (entry === 'missing') throw new FilesystemError(Errno.ENOENT, `cannot remove ${this.describe(path)}: it does not exist`, { expected: true });
-    if (entry.kind === 'file') throw new FilesystemError(Errno.ENOTDIR, `cannot rmdir ${this.describe(path)}: it is a file`);
+    // The kernel may still have a directory that the bucket no longer shows: an implicit directory
+    // emptied without the metadata cache (TTL 0), or one that another client removed. It is removed
+    // like an empty one, unless a file below it is still open for writing.
+    const emptied = entry === 'missing' && this.inodes.atPath(path)?.kind === 'directory';
+    if (entry === 'missing' && !emptied) throw new FilesystemError(Errno.ENOENT, `cannot remove ${this.describe(path)}: it does not exist`, { expected: true });
+    if (entry !== 'missing' && entry.kind === 'file') throw new FilesystemError(Errno.ENOTDIR, `cannot rmdir ${this.describe(path)}: it is a file`);
     await this.requireEmptyDirectory(path);
 
     // Deleting the marker is all there is to do; an implicit directory has none and is gone once empty.
