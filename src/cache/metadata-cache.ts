@@ -205,8 +205,8 @@ export class MetadataCache {
    * Records that `path` is still a directory after a child of it was removed
    * or moved away through this mount, although the bucket may no longer show
    * it (see `BucketFilesystem.keepParentDirectory`). Only entry fetches of
-   * the path in flight become stale: a listing of it in flight has already
-   * recorded the child's change.
+   * the path in flight become stale, because a listing of it in flight has
+   * already recorded the child's change.
    */
   keepDirectory(path: string): void {
     for (const fetch of this.pending.get(path) ?? []) {

@@ -75,7 +75,7 @@ const TRACKED_DIRECTORIES = 10_000;
 /** Listings of directories found complete in one page of keys listed without a delimiter, by path. */
 type TreeListings = Map<string, Map<string, CachedEntry>>;
 
-/** Walks through the children of different directories that are continued at once; the least recently used is dropped. */
+/** Maximum tree walks tracked at once. A new walk beyond it drops the least recently used one. */
 const MAX_TREE_WALKS = 16;
 
 /**
@@ -101,7 +101,7 @@ interface PendingTreePage {
 interface TreeWalk {
   /** The parent's child directories in name order, from its listing when the walk started. */
   directories: string[];
-  /** Child directories that the last page of a full page of keys covered completely: the distance between pages ahead. */
+  /** Number of child directories that the last truncated page covered completely, used as the distance between pages ahead. */
   spacing: number;
   /** Index of the first child directory that no page requested so far starts at or is expected to cover. */
   frontier: number;
@@ -301,7 +301,9 @@ export class DirectoryModel {
    * and caches the listing of every directory it covers completely. With a
    * walk, the page is registered as covering the child directories from
    * `startIndex` to before `expectedEndIndex` until it arrives, and its
-   * arrival moves the walk on. Returns the listings, or undefined when the
+   * arrival moves the walk on. The page is registered, and the walk's
+   * frontier moved past it, before the first await: `extendTreeWalk` relies
+   * on that to end its loop. Returns the listings, or undefined when the
    * request failed or a local change kept them out of the cache.
    */
   private async requestTreePage(parent: string, path: string, walk: TreeWalk | undefined, startIndex: number, expectedEndIndex: number): Promise<TreeListings | undefined> {

@@ -99,11 +99,12 @@ export async function startGcsAuthProxy(options: GcsAuthProxyOptions): Promise<G
 
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const method = request.method ?? 'GET';
-    const url = new URL(request.url ?? '/', 'http://proxy.invalid');
     if (options.anonymous === true) {
       forward(request, response, method);
       return;
     }
+
+    const url = new URL(request.url ?? '/', 'http://proxy.invalid');
 
     const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '')?.[1];
     const minted = bearer === undefined ? undefined : options.fakes.lookupAccessToken(bearer);
