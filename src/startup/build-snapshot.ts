@@ -29,6 +29,8 @@ import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
+import type { Plugin } from 'esbuild';
+
 import { blobFileOf, bundleFileOf, BUNDLE_URL_GLOBAL, NODE_STAMP_FILE, SNAPSHOT_CLOUDS, SNAPSHOT_DIRECTORY, type SnapshotCloud } from './snapshot-layout.js';
 
 /** Returns the repository root. This script runs compiled, from dist/src/startup/. */
@@ -65,6 +67,39 @@ function banner(externals: string[]): string {
   ].join('\n');
 }
 
+/**
+ * esbuild plugin that gives the bundle only undici's dispatchers and their
+ * request method. The S3
+ * store's HTTP handler (@smithy/undici-http-handler) takes Agent, Dispatcher
+ * and getGlobalDispatcher from the package's index, which also loads fetch,
+ * WebSocket and the cache interceptors: about 60 ms more start-up from the
+ * modules, and state that Node cannot put into a snapshot. The handler calls
+ * getGlobalDispatcher only when it was given no dispatcher options, and the
+ * store always gives them.
+ */
+function undiciDispatchersOnly(): Plugin {
+  const namespace = 'undici-dispatchers';
+  return {
+    name: namespace,
+    setup(build) {
+      build.onResolve({ filter: /^undici$/ }, () => ({ path: 'undici', namespace }));
+      build.onLoad({ filter: /.*/, namespace }, () => ({
+        contents: [
+          "exports.Agent = require('undici/lib/dispatcher/agent.js');",
+          "exports.Dispatcher = require('undici/lib/dispatcher/dispatcher.js');",
+          // undici's index makes request() a method of every dispatcher; the handler calls nothing else of
+          // that API. Its module defines a subclass of node:async_hooks' AsyncResource, a module that Node does
+          // not support in snapshots, so the bundle evaluates it on the first request.
+          "exports.Dispatcher.prototype.request = function request(...args) { return require('undici/lib/api/api-request.js').apply(this, args); };",
+          "exports.getGlobalDispatcher = () => { throw new Error('the start-up snapshot contains no global undici dispatcher: pass dispatcher options to the handler'); };",
+        ].join('\n'),
+        resolveDir: repositoryRoot(),
+        loader: 'js',
+      }));
+    },
+  };
+}
+
 async function bundle(entry: string, output: string, externals: string[]): Promise<void> {
   // esbuild is a development dependency, loaded only for this step.
   const esbuild = await import('esbuild');
@@ -84,7 +119,7 @@ async function bundle(entry: string, output: string, externals: string[]): Promi
     external: externals.flatMap((name) => [name, `${name}/*`]),
     define: { 'import.meta.url': `globalThis.${BUNDLE_URL_GLOBAL}` },
     banner: { js: banner(externals) },
-    plugins: [deferredBuiltins()],
+    plugins: [deferredBuiltins(), undiciDispatchersOnly()],
     logLevel: 'warning',
   });
 }

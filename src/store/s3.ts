@@ -30,7 +30,6 @@
  * after `onInvalidCredentials` resolves.
  */
 
-import { Agent as HttpsAgent } from 'node:https';
 import { createHash } from 'node:crypto';
 
 import {
@@ -53,7 +52,6 @@ import {
   type ServiceInputTypes,
   type ServiceOutputTypes,
 } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider, FinalizeRequestMiddleware } from '@smithy/types';
 
 import type { Logger } from '../observability/logger.js';
@@ -67,7 +65,8 @@ import {
   type StoreError,
 } from './errors.js';
 import { S3_LIMITS, S3_MAX_DELETE_KEYS, S3_MAX_LIST_KEYS } from './limits.js';
-import { CredentialsUnavailableError, responseBodyError, toStoreError, type S3ErrorContext } from './s3-errors.js';
+import { S3HttpHandler } from './s3-http-handler.js';
+import { CredentialsUnavailableError, responseBodyError, toStoreError, UNDICI_TRANSIENT_CODES, type S3ErrorContext } from './s3-errors.js';
 import type {
   CompletedPart,
   CopyRequest,
@@ -161,7 +160,7 @@ export class S3Store implements ObjectStore {
   readonly limits: StoreLimits;
 
   private readonly client: S3Client;
-  private readonly requestHandler: NodeHttpHandler;
+  private readonly requestHandler: S3HttpHandler;
   private readonly logger: Logger;
   private readonly onInvalidCredentials: (() => Promise<void>) | undefined;
   private readonly onRetry: (() => void) | undefined;
@@ -196,17 +195,7 @@ export class S3Store implements ObjectStore {
       throw new RangeError(`invalid maxSockets ${maxSockets}: expected an integer of at least 1`);
     }
 
-    this.requestHandler = new NodeHttpHandler({
-      // Not `import { Agent } from 'node:http'`: an ES module import of node:http reads its lazy WebSocket
-      // export and so loads Node's bundled undici, about 25 ms of start-up with Node 24.21. Fetched here,
-      // not when this module loads, because node:http cannot be loaded into the start-up snapshot.
-      httpAgent: new (process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets }),
-      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
-      connectionTimeout: options.connectionTimeoutMs ?? 5_000,
-      // An idle-socket timeout, not a total one: a large PUT or GET may take
-      // long, but a stalled connection should fail and be retried.
-      socketTimeout: requestTimeoutMs,
-    });
+    this.requestHandler = new S3HttpHandler({ maxSockets, connectionTimeoutMs: options.connectionTimeoutMs ?? 5_000, requestTimeoutMs });
 
     const provider = options.credentials;
     // The SDK caches a provider's credentials until five minutes before they
@@ -246,6 +235,19 @@ export class S3Store implements ObjectStore {
       return next(args);
     };
     this.client.middlewareStack.addRelativeTo(logRetries, { relation: 'after', toMiddleware: 'retryMiddleware', name: 'bucketmountRetryLogger' });
+
+    // Runs inside the retry loop too, so that the mark reaches the retry middleware. `$retryable` is the
+    // SDK's own trait for an error that it should retry.
+    const markTransportErrorsRetryable: FinalizeRequestMiddleware<ServiceInputTypes, ServiceOutputTypes> = (next) => async (args) => {
+      try {
+        return await next(args);
+      } catch (error) {
+        const code = (error as { code?: unknown } | undefined)?.code;
+        if (typeof code === 'string' && UNDICI_TRANSIENT_CODES.has(code)) Object.assign(error as object, { $retryable: { throttling: false } });
+        throw error;
+      }
+    };
+    this.client.middlewareStack.addRelativeTo(markTransportErrorsRetryable, { relation: 'after', toMiddleware: 'retryMiddleware', name: 'bucketmountTransportErrorRetries' });
 
     this.logger.debug({ endpoint: options.endpoint ?? defaultS3Endpoint(options.region), region: options.region, maxSockets, requestTimeoutMs, maxAttempts }, 'S3 store created');
   }
