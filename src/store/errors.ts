@@ -103,3 +103,18 @@ export class AbortedError extends StoreError {
 export function isStoreError(error: unknown): error is StoreError {
   return error instanceof StoreError;
 }
+
+/**
+ * Codes of undici's errors after which the same request may succeed: the
+ * connection closed or reset, or no bytes for the timeout. The S3 and GCS
+ * stores download through undici. The AWS SDK's retry strategy retries
+ * Node's socket error codes (ECONNRESET) but not these, so the S3 store
+ * marks them retryable.
+ */
+export const UNDICI_TRANSIENT_CODES: ReadonlySet<string> = new Set([
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+]);

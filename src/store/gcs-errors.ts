@@ -19,6 +19,7 @@ import {
   StoreError,
   ThrottledError,
   TransientError,
+  UNDICI_TRANSIENT_CODES,
   type StoreErrorContext,
 } from './errors.js';
 
@@ -50,7 +51,7 @@ const TRANSIENT_NETWORK_CODES = new Set([
   'ENOTFOUND',
   'EHOSTUNREACH',
   'ENETUNREACH',
-  'UND_ERR_SOCKET',
+  ...UNDICI_TRANSIENT_CODES,
 ]);
 
 interface HttpErrorShape {

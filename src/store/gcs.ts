@@ -63,8 +63,8 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+import { Agent, type Dispatcher } from 'undici';
 
 import type { ApiError, Bucket, File, StorageOptions } from './gcs-library.cjs';
 
@@ -281,6 +281,19 @@ function requestJson<T>(target: File | Bucket, options: Parameters<File['request
   });
 }
 
+/** Returns the failure as an AbortError (an AbortedError later) when the caller aborted, else unchanged. */
+function abortedOr(error: unknown, signal: AbortSignal | undefined): unknown {
+  if (signal?.aborted !== true) return error;
+  return Object.assign(new Error('the GCS download was aborted', { cause: error }), { name: 'AbortError' });
+}
+
+/** Joins each repeated response header into one value, as node:http gives them. */
+function singleValued(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {
+  const joined: Record<string, string | undefined> = {};
+  for (const [name, value] of Object.entries(headers)) joined[name] = Array.isArray(value) ? value.join(', ') : value;
+  return joined;
+}
+
 /**
  * Builds the auth client that the storage client calls before each request.
  *
@@ -321,9 +334,8 @@ export class GcsStore implements ObjectStore {
   private readonly onRetry: (() => void) | undefined;
   private readonly apiEndpoint: string;
   private readonly downloadIdleTimeoutMs: number;
-  /** Connections of media downloads, which bypass the storage client (see `requestMedia`). */
-  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
-  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
+  /** Connections of media downloads, which bypass the storage client (see `requestMedia`). Made by the first download. */
+  private mediaConnections: Dispatcher | undefined;
   /** Set after one listing of the bucket succeeded: a 404 on an object is then the object's, not the bucket's. */
   private bucketConfirmed = false;
 
@@ -374,8 +386,10 @@ export class GcsStore implements ObjectStore {
 
   /** Closes the download connections. Idempotent. */
   destroy(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    void this.mediaConnections?.destroy().catch((error: unknown) => {
+      this.logger?.debug({ err: error, bucket: this.bucket }, 'closing the GCS download connections failed');
+    });
+    this.mediaConnections = undefined;
   }
 
   // ---------------------------------------------------------------------------
@@ -497,11 +511,9 @@ export class GcsStore implements ObjectStore {
     };
     if (request.range !== undefined) headers.Range = `bytes=${request.range.start}-${request.range.end - 1}`;
 
-    const { response, body, pieces } = await this.requestMedia(key, qs, headers, request.signal, request.pieces === true);
+    const { status, headers: responseHeaders, body, pieces } = await this.requestMedia(key, qs, headers, request.signal, request.pieces === true);
     const receivedLength = bodyLength({ body, pieces });
 
-    const responseHeaders = response.headers as Record<string, string | undefined>;
-    const status = response.statusCode ?? 0;
     if (status < 200 || status > 299) {
       throw this.httpError(status, body, responseHeaders);
     }
@@ -559,15 +571,16 @@ export class GcsStore implements ObjectStore {
   }
 
   /**
-   * Sends one media download with Node's HTTP client and collects the body.
+   * Sends one media download with undici and collects the body.
    *
    * The storage client's requestStream is not used here, because its
    * transport (node-fetch 2.7 under teeny-request) pipes the response into a
    * PassThrough that never ends when the connection closes before
    * Content-Length bytes arrived, so a truncated download would hang until
-   * the caller gives up. Node's IncomingMessage reports that case as an
-   * 'aborted' error, which becomes a TransientError. Retries happen in the
-   * read path (`getWithRetry`) and, after a 401, in `send`.
+   * the caller gives up. undici reports that case as an error (UND_ERR_SOCKET),
+   * which becomes a TransientError. It also delivers the body as views of the
+   * socket's reads, where node:http's parser copies every chunk. Retries
+   * happen in the read path (`getWithRetry`) and, after a 401, in `send`.
    */
   private async requestMedia(
     key: string,
@@ -575,7 +588,7 @@ export class GcsStore implements ObjectStore {
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
     keepPieces: boolean,
-  ): Promise<{ response: IncomingMessage; body: Buffer; pieces?: Buffer[] }> {
+  ): Promise<{ status: number; headers: Record<string, string | undefined>; body: Buffer; pieces?: Buffer[] }> {
     let accessToken: string;
     try {
       accessToken = (await this.credentials.current(signal)).accessToken;
@@ -585,41 +598,49 @@ export class GcsStore implements ObjectStore {
 
     const url = new URL(`${this.apiEndpoint}/storage/v1/b/${encodeURIComponent(this.bucket)}/o/${encodeURIComponent(key)}`);
     for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
 
-    return new Promise((resolve, reject) => {
-      const outgoing = send(url, { method: 'GET', headers: { ...headers, Authorization: `Bearer ${accessToken}` }, agent: url.protocol === 'https:' ? this.httpsAgent : this.httpAgent, signal });
-      // A connection that stays idle this long fails and is retried by the read path.
-      outgoing.setTimeout(this.downloadIdleTimeoutMs, () => {
-        outgoing.destroy(Object.assign(new Error(`no data from GCS for ${this.downloadIdleTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    // A connection that receives no headers or no body bytes for this long fails and is retried by the read path.
+    this.mediaConnections ??= new Agent({ connections: 64, headersTimeout: this.downloadIdleTimeoutMs, bodyTimeout: this.downloadIdleTimeoutMs, keepAliveTimeout: 15_000 });
+
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.mediaConnections.request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: 'GET',
+        headers: { ...headers, Authorization: `Bearer ${accessToken}` },
+        signal,
       });
-      outgoing.on('error', reject);
-      outgoing.on('response', (incoming) => {
-        // With a Content-Length, the chunks are copied into one buffer of that size as they arrive, so a
-        // block's bytes are not held twice (chunks and their concatenation) while the last ones arrive.
-        // The length check of a successful response is left to the caller, which has the requested range.
-        // With `keepPieces`, a successful response keeps its chunks as they are: no copy at all.
-        const successful = (incoming.statusCode ?? 0) >= 200 && (incoming.statusCode ?? 0) <= 299;
-        const announced = Number(incoming.headers['content-length']);
-        const preallocated = !(keepPieces && successful) && Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
-        const chunks: Buffer[] = [];
-        let received = 0;
-        incoming.on('data', (chunk: Buffer) => {
-          if (preallocated !== undefined && received + chunk.length <= preallocated.length) preallocated.set(chunk, received);
-          else chunks.push(chunk);
-          received += chunk.length;
-        });
-        // Node emits an 'aborted' error with code ECONNRESET when the connection closes before the whole body arrived.
-        incoming.on('error', reject);
-        incoming.on('end', () => {
-          if (keepPieces && successful) resolve({ response: incoming, body: EMPTY_BODY, pieces: chunks });
-          else if (preallocated === undefined) resolve({ response: incoming, body: Buffer.concat(chunks) });
-          else if (chunks.length === 0) resolve({ response: incoming, body: preallocated.subarray(0, received) });
-          else resolve({ response: incoming, body: Buffer.concat([preallocated, ...chunks]) });
-        });
+    } catch (error) {
+      throw abortedOr(error, signal);
+    }
+
+    // With a Content-Length, the chunks are copied into one buffer of that size as they arrive, so a
+    // block's bytes are not held twice (chunks and their concatenation) while the last ones arrive.
+    // The length check of a successful response is left to the caller, which has the requested range.
+    // With `keepPieces`, a successful response keeps its chunks as they are: no copy at all.
+    const status = response.statusCode;
+    const responseHeaders = singleValued(response.headers);
+    const successful = status >= 200 && status <= 299;
+    const announced = Number(responseHeaders['content-length']);
+    const preallocated = !(keepPieces && successful) && Number.isSafeInteger(announced) && announced > 0 ? Buffer.allocUnsafe(announced) : undefined;
+    const chunks: Buffer[] = [];
+    let received = 0;
+
+    await new Promise<void>((resolve, reject) => {
+      response.body.on('data', (chunk: Buffer) => {
+        if (preallocated !== undefined && received + chunk.length <= preallocated.length) preallocated.set(chunk, received);
+        else chunks.push(chunk);
+        received += chunk.length;
       });
-      outgoing.end();
+      response.body.on('error', (error: Error) => reject(abortedOr(error, signal)));
+      response.body.on('end', resolve);
     });
+
+    if (keepPieces && successful) return { status, headers: responseHeaders, body: EMPTY_BODY, pieces: chunks };
+    if (preallocated === undefined) return { status, headers: responseHeaders, body: Buffer.concat(chunks) };
+    if (chunks.length === 0) return { status, headers: responseHeaders, body: preallocated.subarray(0, received) };
+    return { status, headers: responseHeaders, body: Buffer.concat([preallocated, ...chunks]) };
   }
 
   /** Builds an error object shaped like the storage client's ApiError from a raw response. */

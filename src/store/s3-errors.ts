@@ -20,6 +20,7 @@ import {
   StoreError,
   ThrottledError,
   TransientError,
+  UNDICI_TRANSIENT_CODES,
   type StoreErrorContext,
 } from './errors.js';
 
@@ -77,22 +78,6 @@ const ERROR_CLASS_BY_SERVICE_CODE: ReadonlyMap<string, StoreErrorConstructor> = 
   ['InvalidPart', InvalidRequestError],
   ['InvalidPartOrder', InvalidRequestError],
   ['NotImplemented', InvalidRequestError],
-]);
-
-/**
- * Codes of undici's errors after which the same request may succeed: the
- * connection closed or reset, or no bytes for the timeout. The AWS SDK's
- * retry strategy retries Node's socket error codes (ECONNRESET) but not
- * these. The undici handler renames only the errors raised before the
- * response headers to names that the SDK retries, so a connection cut while
- * the SDK reads a response body (a listing's XML) would fail at once.
- */
-export const UNDICI_TRANSIENT_CODES: ReadonlySet<string> = new Set([
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
 ]);
 
 /** Node.js socket and DNS error codes after which the same request may succeed. */
