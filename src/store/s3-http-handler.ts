@@ -7,7 +7,7 @@
  * AWS SDK read 1 GiB from MinIO in parallel 8 MiB ranges on a 2-core VM,
  * three rounds each. With undici it used 0.98 to 1.27 s of CPU and read 917
  * to 1,121 MiB/s. With node:http it used 1.30 to 1.54 s and read 754 to 891
- * MiB/s. Sequential 4 KiB PUTs and GETs cost about 5 % less CPU per request.
+ * MiB/s. Sequential 4 KiB PUTs and GETs cost 5 to 18 % less CPU per request.
  *
  * Uploads of large bodies (multipart parts, which grow to hundreds of MiB)
  * stay on node:http. undici's headers timeout starts when the request is
