@@ -69,13 +69,13 @@ function banner(externals: string[]): string {
 
 /**
  * esbuild plugin that gives the bundle only undici's dispatchers and their
- * request method. The S3
- * store's HTTP handler (@smithy/undici-http-handler) takes Agent, Dispatcher
- * and getGlobalDispatcher from the package's index, which also loads fetch,
- * WebSocket and the cache interceptors: about 60 ms more start-up from the
- * modules, and state that Node cannot put into a snapshot. The handler calls
+ * request method. The S3 store's HTTP handler (@smithy/undici-http-handler)
+ * takes Agent, Dispatcher and getGlobalDispatcher from the package's index,
+ * and the GCS store takes Agent. The index also loads fetch, WebSocket and
+ * the cache interceptors: about 60 ms more start-up from the modules, and
+ * state that Node cannot put into a snapshot. The handler calls
  * getGlobalDispatcher only when it was given no dispatcher options, and the
- * store always gives them.
+ * S3 store always gives them.
  */
 function undiciDispatchersOnly(): Plugin {
   const namespace = 'undici-dispatchers';
@@ -87,7 +87,7 @@ function undiciDispatchersOnly(): Plugin {
         contents: [
           "exports.Agent = require('undici/lib/dispatcher/agent.js');",
           "exports.Dispatcher = require('undici/lib/dispatcher/dispatcher.js');",
-          // undici's index makes request() a method of every dispatcher; the handler calls nothing else of
+          // undici's index makes request() a method of every dispatcher, and the handler calls nothing else of
           // that API. Its module defines a subclass of node:async_hooks' AsyncResource, a module that Node does
           // not support in snapshots, so the bundle evaluates it on the first request.
           "exports.Dispatcher.prototype.request = function request(...args) { return require('undici/lib/api/api-request.js').apply(this, args); };",

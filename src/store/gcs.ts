@@ -334,7 +334,7 @@ export class GcsStore implements ObjectStore {
   private readonly onRetry: (() => void) | undefined;
   private readonly apiEndpoint: string;
   private readonly downloadIdleTimeoutMs: number;
-  /** Connections of media downloads, which bypass the storage client (see `requestMedia`). Made by the first download. */
+  /** Connections of media downloads, which bypass the storage client (see `requestMedia`), created by the first download. */
   private mediaConnections: Dispatcher | undefined;
   /** Set after one listing of the bucket succeeded: a 404 on an object is then the object's, not the bucket's. */
   private bucketConfirmed = false;

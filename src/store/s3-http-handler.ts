@@ -27,7 +27,7 @@ type SdkHttpRequest = Parameters<NodeHttpHandler['handle']>[0];
 type SdkHttpResponse = Awaited<ReturnType<NodeHttpHandler['handle']>>['response'];
 
 /** Request bodies larger than this go through node:http: at 1 Mbit/s, 1 MiB takes about 8 s to send. */
-export const LARGE_BODY_BYTES = 1024 * 1024;
+const LARGE_BODY_BYTES = 1024 * 1024;
 
 /** How long an idle undici connection stays open for the next request, in milliseconds. */
 const KEEP_ALIVE_MS = 15_000;
@@ -55,7 +55,7 @@ export class S3HttpHandler {
         connect: { timeout: options.connectionTimeoutMs },
         headersTimeout: options.requestTimeoutMs,
         bodyTimeout: options.requestTimeoutMs,
-        // undici closes idle connections after 4 s by default; a mount's reads come in bursts further apart.
+        // undici closes idle connections after 4 s by default, and a mount's reads come in bursts further apart.
         keepAliveTimeout: KEEP_ALIVE_MS,
       },
     });
@@ -75,7 +75,7 @@ export class S3HttpHandler {
     return this.handlerFor(request).handle(request, options);
   }
 
-  /** Requests in flight on either pool fail. */
+  /** Closes both connection pools. Requests in flight fail. */
   destroy(): void {
     this.undici.destroy();
     this.uploads.destroy();
@@ -86,7 +86,7 @@ export class S3HttpHandler {
     if (body === undefined || body === null || typeof body === 'string') return this.undici;
     if (body instanceof Uint8Array) return body.byteLength > LARGE_BODY_BYTES ? this.uploads : this.undici;
 
-    // A stream has no length to check; node:http's idle timeout suits any size.
+    // A stream has no length to check, and node:http's idle timeout suits any size.
     return this.uploads;
   }
 }

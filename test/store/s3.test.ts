@@ -346,7 +346,7 @@ describe('S3Store with injected faults', () => {
     await store.put('listed', Buffer.from('x'));
     const before = proxy.requests;
 
-    // The SDK reads a listing's XML after the handler returned, where a cut connection is undici's error.
+    // The SDK reads a listing's XML after the handler has returned, so the cut raises undici's own error there.
     proxy.next = [{ kind: 'truncate-body' }];
     const page = await store.list({ prefix: '' });
 
