@@ -97,6 +97,7 @@ import type {
   StoreLimits,
 } from './types.js';
 import { bodyLength } from './types.js';
+import { agentOptions } from './undici-options.js';
 import storageLibrary from './gcs-library.cjs';
 
 /**
@@ -600,7 +601,7 @@ export class GcsStore implements ObjectStore {
     for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
 
     // A connection that receives no headers or no body bytes for this long fails and is retried by the read path.
-    this.mediaConnections ??= new Agent({ connections: 64, headersTimeout: this.downloadIdleTimeoutMs, bodyTimeout: this.downloadIdleTimeoutMs, keepAliveTimeout: 15_000 });
+    this.mediaConnections ??= new Agent(agentOptions({ connections: 64, idleTimeoutMs: this.downloadIdleTimeoutMs }));
 
     let response: Dispatcher.ResponseData;
     try {

@@ -22,15 +22,14 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { UndiciHttpHandler } from '@smithy/undici-http-handler';
 import type { HttpHandlerOptions, RequestHandlerMetadata } from '@smithy/types';
 
+import { agentOptions } from './undici-options.js';
+
 /** The SDK's request and response classes, which both handlers take and return. */
 type SdkHttpRequest = Parameters<NodeHttpHandler['handle']>[0];
 type SdkHttpResponse = Awaited<ReturnType<NodeHttpHandler['handle']>>['response'];
 
 /** Request bodies larger than this go through node:http: at 1 Mbit/s, 1 MiB takes about 8 s to send. */
 const LARGE_BODY_BYTES = 1024 * 1024;
-
-/** How long an idle undici connection stays open for the next request, in milliseconds. */
-const KEEP_ALIVE_MS = 15_000;
 
 export interface S3HttpHandlerOptions {
   /** Connections per endpoint, for each of the two pools. */
@@ -45,29 +44,14 @@ export class S3HttpHandler {
   readonly metadata: RequestHandlerMetadata = { handlerProtocol: 'http/1.1' };
 
   private readonly undici: UndiciHttpHandler;
-  private readonly uploads: NodeHttpHandler;
+  private uploadsHandler: NodeHttpHandler | undefined;
+  private readonly options: S3HttpHandlerOptions;
 
   constructor(options: S3HttpHandlerOptions) {
+    this.options = options;
     // Passed as options, the agent is created on the first request, after a start from the snapshot.
     this.undici = new UndiciHttpHandler({
-      dispatcher: {
-        connections: options.maxSockets,
-        connect: { timeout: options.connectionTimeoutMs },
-        headersTimeout: options.requestTimeoutMs,
-        bodyTimeout: options.requestTimeoutMs,
-        // undici closes idle connections after 4 s by default, and a mount's reads come in bursts further apart.
-        keepAliveTimeout: KEEP_ALIVE_MS,
-      },
-    });
-
-    this.uploads = new NodeHttpHandler({
-      // Not `import { Agent } from 'node:http'`: an ES module import of node:http reads its lazy WebSocket
-      // export and so loads Node's bundled undici, about 25 ms of start-up with Node 24.21. Fetched here,
-      // not when this module loads, because node:http cannot be loaded into the start-up snapshot.
-      httpAgent: new (process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: options.maxSockets }),
-      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: options.maxSockets }),
-      connectionTimeout: options.connectionTimeoutMs,
-      socketTimeout: options.requestTimeoutMs,
+      dispatcher: agentOptions({ connections: options.maxSockets, connectTimeoutMs: options.connectionTimeoutMs, idleTimeoutMs: options.requestTimeoutMs }),
     });
   }
 
@@ -78,15 +62,33 @@ export class S3HttpHandler {
   /** Closes both connection pools. Requests in flight fail. */
   destroy(): void {
     this.undici.destroy();
-    this.uploads.destroy();
+    this.uploadsHandler?.destroy();
   }
 
   private handlerFor(request: SdkHttpRequest): UndiciHttpHandler | NodeHttpHandler {
     const body: unknown = request.body;
     if (body === undefined || body === null || typeof body === 'string') return this.undici;
-    if (body instanceof Uint8Array) return body.byteLength > LARGE_BODY_BYTES ? this.uploads : this.undici;
+    if (body instanceof Uint8Array) return body.byteLength > LARGE_BODY_BYTES ? this.uploads() : this.undici;
 
     // A stream has no length to check, and node:http's idle timeout suits any size.
-    return this.uploads;
+    return this.uploads();
+  }
+
+  /**
+   * Returns the node:http handler, created for the first large body. Loading
+   * node:http and node:https costs about 5 ms in a CPU profile, which a
+   * mount's start does not wait for.
+   */
+  private uploads(): NodeHttpHandler {
+    this.uploadsHandler ??= new NodeHttpHandler({
+      // Not `import { Agent } from 'node:http'`: an ES module import of node:http reads its lazy WebSocket
+      // export and so loads Node's bundled undici, about 25 ms of start-up with Node 24.21. Fetched here,
+      // not when this module loads, because node:http cannot be loaded into the start-up snapshot.
+      httpAgent: new (process.getBuiltinModule('node:http').Agent)({ keepAlive: true, maxSockets: this.options.maxSockets }),
+      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: this.options.maxSockets }),
+      connectionTimeout: this.options.connectionTimeoutMs,
+      socketTimeout: this.options.requestTimeoutMs,
+    });
+    return this.uploadsHandler;
   }
 }
