@@ -16,7 +16,8 @@
  * native/src/requests.c.
  */
 
-import { readFile, stat, statfs } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { stat, statfs } from 'node:fs/promises';
 import { constants } from 'node:os';
 import path from 'node:path';
 
@@ -229,7 +230,7 @@ async function checkMountpoint(mountpoint: string, logger: Logger): Promise<void
  * respond within DEAD_MOUNT_PROBE_TIMEOUT_MS counts as alive.
  */
 async function probeFuseMount(mountpoint: string, logger: Logger): Promise<NodeJS.ErrnoException | undefined> {
-  const mount = (await readMountinfo()).findLast((entry) => entry.mountpoint === mountpoint);
+  const mount = readMountinfo().findLast((entry) => entry.mountpoint === mountpoint);
   if (mount === undefined || !mount.fstype.startsWith('fuse')) return undefined;
 
   let timer: NodeJS.Timeout | undefined;
@@ -265,10 +266,15 @@ interface MountinfoEntry {
   fstype: string;
 }
 
-/** Mounts of this process's namespace, in mount order (the last entry for a path is the one on top). */
-async function readMountinfo(): Promise<MountinfoEntry[]> {
+/**
+ * Returns the mounts of this process's namespace, in mount order (the last
+ * entry for a path is the one on top). The read is synchronous because the
+ * kernel generates the file without waiting on a device, while an
+ * asynchronous read waits for the busy event loop at each thread-pool step.
+ */
+function readMountinfo(): MountinfoEntry[] {
   const entries: MountinfoEntry[] = [];
-  for (const line of (await readFile('/proc/self/mountinfo', 'utf8')).split('\n')) {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const fields = line.split(' ');
     const separator = fields.indexOf('-');
     if (fields.length < 5 || separator < 0) continue;
