@@ -69,6 +69,7 @@ import {
 } from './errors.js';
 import { S3_LIMITS, S3_MAX_DELETE_KEYS, S3_MAX_LIST_KEYS } from './limits.js';
 import { S3HttpHandler } from './s3-http-handler.js';
+import { SigningSha256 } from './s3-signing-hash.js';
 import { CredentialsUnavailableError, responseBodyError, toStoreError, type S3ErrorContext } from './s3-errors.js';
 import type {
   CompletedPart,
@@ -155,6 +156,7 @@ export const S3_CLIENT_BEHAVIOR = {
   responseChecksumValidation: 'WHEN_REQUIRED',
   authSchemePreference: ['sigv4'],
   userAgentAppId: 'bucketmount',
+  sha256: SigningSha256,
 } satisfies S3ClientConfig;
 
 export class S3Store implements ObjectStore {
