@@ -10,7 +10,7 @@
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
 import { GCS_BUCKET, S3_BUCKET, type GcsEnvironment, type S3Environment } from './servers.js';
@@ -39,6 +39,8 @@ export interface AdminClient {
   uploadFile(key: string, path: string): Promise<void>;
   /** Size of the object, or undefined when it does not exist. */
   objectSize(key: string): Promise<number | undefined>;
+  /** Deletes every object whose key starts with `prefix` and returns how many there were. */
+  deletePrefix(prefix: string): Promise<number>;
 }
 
 async function drain(body: unknown): Promise<number> {
@@ -87,6 +89,23 @@ export function s3AdminClient(environment: S3Environment): AdminClient {
         if ((error as { name?: string }).name === 'NotFound' || (error as { name?: string }).name === 'NoSuchKey') return undefined;
         throw error;
       }
+    },
+    deletePrefix: async (prefix) => {
+      let deleted = 0;
+      let token: string | undefined;
+      do {
+        // A listing page contains at most 1,000 keys, the limit of one DeleteObjects request.
+        const page = await client.send(new ListObjectsV2Command({ Bucket: S3_BUCKET, Prefix: prefix, ContinuationToken: token }));
+        const keys = (page.Contents ?? []).map((object) => ({ Key: object.Key }));
+        if (keys.length > 0) {
+          const result = await client.send(new DeleteObjectsCommand({ Bucket: S3_BUCKET, Delete: { Objects: keys, Quiet: true } }));
+          const failures = result.Errors ?? [];
+          if (failures.length > 0) throw new Error(`deleting ${prefix}* failed for ${failures.length} keys, the first ${failures[0]!.Key}: ${failures[0]!.Message}`);
+          deleted += keys.length;
+        }
+        token = page.NextContinuationToken;
+      } while (token !== undefined);
+      return deleted;
     },
   };
 }
@@ -182,6 +201,24 @@ export function gcsAdminClient(environment: GcsEnvironment): AdminClient {
       }
       const metadata = (await (await expectOk(response, `reading the metadata of ${key}`)).json()) as { size?: string };
       return Number(metadata.size);
+    },
+    deletePrefix: async (prefix) => {
+      let deleted = 0;
+      let token: string | undefined;
+      do {
+        const query = new URLSearchParams({ prefix, fields: 'items(name),nextPageToken', ...(token !== undefined ? { pageToken: token } : {}) });
+        const page = (await (await expectOk(await fetch(`${endpoint}/storage/v1/b/${GCS_BUCKET}/o?${query}`), `listing ${prefix}*`)).json()) as {
+          items?: Array<{ name: string }>;
+          nextPageToken?: string;
+        };
+        for (const { name } of page.items ?? []) {
+          const response = await fetch(`${endpoint}/storage/v1/b/${GCS_BUCKET}/o/${encodeURIComponent(name)}`, { method: 'DELETE' });
+          await (await expectOk(response, `deleting ${name}`)).arrayBuffer();
+          deleted += 1;
+        }
+        token = page.nextPageToken;
+      } while (token !== undefined);
+      return deleted;
     },
   };
 }
