@@ -19,8 +19,12 @@ import type { Checksum, SourceData } from '@smithy/types';
 /** Secret keys given as strings (the secret access key and `AWS4` + it), most recent last. */
 const keysOfStrings = new Map<string, KeyObject>();
 
-/** Enough for the keys of a credential renewal's overlap, with room to spare. */
-const MAX_STRING_KEYS = 8;
+/**
+ * The keys of the current and the previous credentials (each the secret
+ * access key and `AWS4` + it), so that requests signed across a renewal
+ * find their keys and expired secrets do not stay in memory for long.
+ */
+const MAX_STRING_KEYS = 4;
 
 /** Secret keys given as bytes: the derived signing keys, released with the SDK's cache entries. */
 const keysOfBytes = new WeakMap<ArrayBuffer | ArrayBufferView, KeyObject>();

@@ -10,7 +10,7 @@ import type { Agent } from 'undici';
  * milliseconds. undici closes idle connections after 4 s by default, and a
  * mount's reads come in bursts further apart.
  */
-export const KEEP_ALIVE_MS = 15_000;
+const KEEP_ALIVE_MS = 15_000;
 
 /**
  * Largest response header block accepted, in bytes: Node.js's default
@@ -18,7 +18,7 @@ export const KEEP_ALIVE_MS = 15_000;
  * `http.maxHeaderSize` on its first connection and so loads node:http, about
  * 3 ms of a mount's start in a CPU profile.
  */
-export const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_HEADER_BYTES = 16 * 1024;
 
 export interface PoolOptions {
   /** Connections per origin. */
