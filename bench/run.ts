@@ -95,8 +95,9 @@ function selectTargets(targets: MountTarget[], options: BenchOptions, skipped: R
 /**
  * Deletes the objects that one target wrote (all under its name), so that
  * every target finds the server with only the seeded objects.
- * fake-gcs-server keeps objects in memory, and earlier full runs slowed
- * down as they added objects.
+ * fake-gcs-server keeps objects in memory, and its requests slowed down in
+ * full runs as objects accumulated. NOTE: the deletions did not bring a full
+ * GCS run back to a freshly seeded server's listing times.
  */
 async function deleteWrites(context: SuiteContext, name: string): Promise<void> {
   const started = performance.now();

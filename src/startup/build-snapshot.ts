@@ -75,7 +75,7 @@ function banner(externals: string[]): string {
  * the cache interceptors: about 60 ms more start-up from the modules, and
  * state that Node cannot put into a snapshot. The handler calls
  * getGlobalDispatcher only when it was given no dispatcher options, and the
- * S3 store always gives them.
+ * S3 store and the STS client always give them.
  */
 function undiciDispatchersOnly(): Plugin {
   const namespace = 'undici-dispatchers';

@@ -26,7 +26,12 @@ const keysOfStrings = new Map<string, KeyObject>();
  */
 const MAX_STRING_KEYS = 4;
 
-/** Secret keys given as bytes: the derived signing keys, released with the SDK's cache entries. */
+/**
+ * Secret keys given as bytes: the derived signing keys, released with the
+ * SDK's cache entries. NOTE: an array is looked up by identity, so a caller
+ * that rewrote a key's bytes in place would get the old key.
+ * The package @smithy/signature-v4 creates a new array for every derived key.
+ */
 const keysOfBytes = new WeakMap<ArrayBuffer | ArrayBufferView, KeyObject>();
 
 /** Returns the KeyObject of `secret`, created on first use. */
@@ -41,7 +46,10 @@ function keyObjectOf(secret: SourceData): KeyObject {
       keysOfStrings.set(secret, key);
 
       // Map iteration follows insertion order, so the first key is the oldest.
-      if (keysOfStrings.size > MAX_STRING_KEYS) keysOfStrings.delete(keysOfStrings.keys().next().value as string);
+      if (keysOfStrings.size > MAX_STRING_KEYS) {
+        const oldest = keysOfStrings.keys().next().value as string;
+        keysOfStrings.delete(oldest);
+      }
     }
     return key;
   }
