@@ -187,10 +187,16 @@ export async function startMinio(options: StartMinioOptions): Promise<MinioServe
 
   // The computed ARN is checked against the one MinIO prints, so that a change
   // in how MinIO derives it fails here and not as a confusing STS rejection.
+  // MinIO can print it after the policy upload succeeded, so the output is
+  // read until the line appears or the start-up timeout passes.
   const roleArn = minioRoleArn(audience, REGION);
-  if (!output.includes(roleArn)) {
+  try {
+    await retryUntil(STARTUP_TIMEOUT_MS, async () => {
+      if (!output.includes(roleArn)) throw new Error('the role ARN is not printed yet');
+    });
+  } catch {
     await stop();
-    throw new Error(`MinIO did not print the expected role ARN ${roleArn} at startup; server output:\n${output}`);
+    throw new Error(`MinIO did not print the expected role ARN ${roleArn} within ${STARTUP_TIMEOUT_MS} ms after it was ready; server output:\n${output}`);
   }
 
   const rootClient = (): S3Client =>
