@@ -175,3 +175,64 @@ describe('MetadataCache local changes', () => {
     expect(cache.lookup('new/b')).toBeUndefined();
   });
 });
+
+describe('MetadataCache confirmed versions', () => {
+  it('restarts the TTL of a served version', () => {
+    const { cache, advance } = createCache();
+    const entry = fileEntry('dir/a');
+    cache.storeEntry('dir/a', entry);
+    advance(TTL_MS - 1);
+
+    cache.confirmFile('dir/a', (entry as { info: ObjectInfo }).info.version);
+    advance(TTL_MS - 1);
+    expect(cache.lookup('dir/a')).toEqual(entry);
+
+    advance(1);
+    expect(cache.lookup('dir/a')).toBeUndefined();
+  });
+
+  it('renews an expired current entry', () => {
+    const { cache, advance } = createCache();
+    const entry = fileEntry('dir/a');
+    cache.storeEntry('dir/a', entry);
+    advance(TTL_MS * 3);
+
+    cache.confirmFile('dir/a', (entry as { info: ObjectInfo }).info.version);
+    expect(cache.lookup('dir/a')).toEqual(entry);
+  });
+
+  it('leaves other entries to expire', () => {
+    const { cache, advance } = createCache();
+    cache.storeEntry('dir/a', fileEntry('dir/a', 1));
+    cache.storeMissing('dir/gone');
+    cache.storeEntry('dir/sub', { kind: 'directory' });
+    advance(TTL_MS - 1);
+
+    cache.confirmFile('dir/a', (fileEntry('dir/a', 2) as { info: ObjectInfo }).info.version);
+    cache.confirmFile('dir/gone', 'any');
+    cache.confirmFile('dir/sub', 'any');
+    cache.confirmFile('dir/never-cached', 'any');
+    advance(1);
+
+    expect(cache.lookup('dir/a')).toBeUndefined();
+    expect(cache.lookup('dir/gone')).toBeUndefined();
+    expect(cache.lookup('dir/sub')).toBeUndefined();
+    expect(cache.lookup('dir/never-cached')).toBeUndefined();
+  });
+
+  it('renews nothing without TTL or version', () => {
+    const { cache: uncached } = createCache(0);
+    const entry = fileEntry('dir/a');
+    uncached.storeEntry('dir/a', entry);
+    uncached.confirmFile('dir/a', (entry as { info: ObjectInfo }).info.version);
+    expect(uncached.lookup('dir/a')).toBeUndefined();
+
+    const { cache, advance } = createCache();
+    const unversioned: CachedEntry = { kind: 'file', info: { key: 'dir/b', size: 0, version: '', lastModified: new Date(0) } };
+    cache.storeEntry('dir/b', unversioned);
+    advance(TTL_MS - 1);
+    cache.confirmFile('dir/b', '');
+    advance(1);
+    expect(cache.lookup('dir/b')).toBeUndefined();
+  });
+});

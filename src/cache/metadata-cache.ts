@@ -227,6 +227,23 @@ export class MetadataCache {
     this.listings.set(path, { ...this.stamp(new Map()), resolvesMissingNames: true });
   }
 
+  /**
+   * Restarts the TTL of the cached entry of the file at `path` when it holds
+   * `version`, which the store has just served. An entry of another version,
+   * or of no file, is left to expire. A listing of the parent is not renewed,
+   * so a name that another client added next to the file still shows within
+   * the TTL; so does a directory of the same name, which shadows the file
+   * only once the cached entry is gone.
+   */
+  confirmFile(path: string, version: string): void {
+    if (this.ttlMs <= 0 || version === '') return;
+
+    const stamped = this.entries.get(path);
+    if (stamped === undefined || stamped.value === 'missing' || stamped.value.kind !== 'file') return;
+    if (stamped.value.info.version !== version) return;
+    stamped.expiresAtMs = this.now() + this.ttlMs;
+  }
+
   /** Records a local change: nothing is at the path any more. */
   storeMissing(path: string): void {
     this.notePendingChange(path, 'missing');

@@ -369,7 +369,7 @@ export class BucketFilesystem implements FilesystemOperations {
     } else if (!this.writers.has(ino)) {
       // With a writer open, reads go through it (or its base object), so there is nothing to pin yet.
       const pinned = await this.pinnedInfo(inode);
-      handle.reader = this.newReader(pinned.info);
+      handle.reader = this.newReader(inode, pinned.info);
       handle.pinnedFromCache = pinned.fromCache;
       this.readahead.opened(inode.path);
     }
@@ -428,12 +428,12 @@ export class BucketFilesystem implements FilesystemOperations {
     const base = writer?.base;
     if (base !== undefined && handle.reader?.version !== base.version) {
       handle.reader?.close();
-      handle.reader = this.newReader(base);
+      handle.reader = this.newReader(inode, base);
       handle.pinnedFromCache = false;
     }
     if (handle.reader === undefined) {
       const pinned = await this.pinnedInfo(inode);
-      handle.reader = this.newReader(pinned.info);
+      handle.reader = this.newReader(inode, pinned.info);
       handle.pinnedFromCache = pinned.fromCache;
     }
 
@@ -828,7 +828,8 @@ export class BucketFilesystem implements FilesystemOperations {
     return info;
   }
 
-  private newReader(info: ObjectInfo): ObjectReader {
+  private newReader(inode: Inode, info: ObjectInfo): ObjectReader {
+    const ino = inode.ino;
     return new ObjectReader({
       store: this.store,
       cache: this.blocks,
@@ -841,7 +842,26 @@ export class BucketFilesystem implements FilesystemOperations {
       maxReadahead: this.maxReadahead,
       readConcurrency: this.config.readConcurrency,
       readaheadShare: this.readaheadShare,
+      onVersionServed: () => this.confirmFileVersion(ino, info),
     });
+  }
+
+  /**
+   * Restarts the metadata TTL of a file after a GET pinned to its version
+   * succeeded: the store has just shown that this version is current. A file
+   * that is being read then needs no HEAD or listing when it is looked up,
+   * stat'ed or opened again, as when a program reads a file twice, and a
+   * change by another client still shows within the TTL of the last GET.
+   * Nothing is renewed while this mount writes the file, or when the inode
+   * or the cached entry has moved on to another version.
+   */
+  private confirmFileVersion(ino: number, info: ObjectInfo): void {
+    const inode = this.inodes.get(ino);
+    if (inode === undefined || !inode.linked || this.writers.has(ino)) return;
+    if (inode.info === undefined || inode.info.key !== info.key || inode.info.version !== info.version) return;
+
+    inode.infoFetchedAtMs = this.clock.now();
+    this.cache.confirmFile(inode.path, info.version);
   }
 
   /**
@@ -862,7 +882,7 @@ export class BucketFilesystem implements FilesystemOperations {
       this.logger.debug({ key: reader.key, version: reader.version }, 'object changed since the cached metadata was read; pinning the current version');
       const fresh = await this.headForOpen(inode);
       reader.close();
-      handle.reader = this.newReader(fresh);
+      handle.reader = this.newReader(inode, fresh);
       handle.pinnedFromCache = false;
       return handle.reader.readData(offset, size);
     }

@@ -236,6 +236,35 @@ describe('small files: request counts', () => {
     expect(callsSince(store, start)).toEqual([]);
   });
 
+  it('reopens a file just read without HEAD', async () => {
+    const { memory, mount, store, clock } = createTestMount({ config: { metadataTtlMs: TTL_MS, blockSize: 64 * 1024 } });
+    const content = patternBytes(1024 * 1024);
+    memory.putRaw('dir/read', content);
+    await mount.stat('dir/read');
+    const file = await mount.open('dir/read', O_RDONLY);
+
+    // Each read is a GET pinned to the opened version, more than a TTL after the lookup in all.
+    for (const offset of [0, 512 * 1024]) {
+      clock.advance(TTL_MS * 0.8);
+      const before = store.calls.length;
+      expect((await mount.fs.read(file.ino, file.fh, offset, 4096)) as Buffer).toEqual(content.subarray(offset, offset + 4096));
+      expect(callsSince(store, before)).toEqual(['get dir/read']);
+    }
+    await mount.close(file);
+
+    clock.advance(TTL_MS * 0.8);
+    const start = store.calls.length;
+    expect((await mount.stat('dir/read')).size).toBe(content.length);
+    await mount.close(await mount.open('dir/read', O_RDONLY));
+    // The walk from the root looks up the directory again; the file needs nothing.
+    expect(callsSince(store, start).filter((call) => call.includes('dir/read'))).toEqual([]);
+
+    // Another client's change shows once a TTL has passed since the last GET.
+    memory.putRaw('dir/read', 'replaced');
+    clock.advance(TTL_MS * 0.2);
+    expect((await mount.stat('dir/read')).size).toBe(8);
+  });
+
   it('never lists for lookups without a metadata TTL', async () => {
     const { memory, mount, store } = createTestMount({ config: { metadataTtlMs: 0 } });
     memory.putRaw('dir/a', 'x');

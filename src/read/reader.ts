@@ -84,6 +84,8 @@ export interface ObjectReaderOptions {
   readConcurrency: number;
   /** Shared by the readers of a mount, so that their readahead together fits the block cache. */
   readaheadShare?: ReadaheadShare;
+  /** Called after each GET that the store answered with bytes of `version`, which shows that version is still current. */
+  onVersionServed?: () => void;
 }
 
 /**
@@ -333,6 +335,7 @@ export class ObjectReader {
       { range: { start, end }, ifVersion: this.version, signal: this.options.signal, pieces: true },
       { logger: this.options.logger },
     );
+    this.options.onVersionServed?.();
     return bodyPieces(result);
   }
 
