@@ -226,6 +226,15 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
     record(scenario, { bytes: options.randomReads * size, ...measured, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99), note: 'one ranged GET per read' });
   }
 
+  // Each runner lists before it writes. With the listings after the writes, the mount's `ls -l` on
+  // fake-gcs-server took 0.64 s in one run, against 0.48 s on a freshly seeded server.
+  if (isSelected('ls-l')) {
+    record('ls-l', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'list/', '/')))), note: 'listing pages with a delimiter' });
+  }
+  if (isSelected('find')) {
+    record('find', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'tree/', undefined)))), note: 'listing pages without a delimiter' });
+  }
+
   if (isSelected('seq-write')) {
     const writeSource = `${context.sourceFile}.write`;
     await runChecked('sh', ['-c', `head -c ${options.writeBytes} "${context.sourceFile}" > "${writeSource}"`]);
@@ -251,12 +260,6 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
     });
   }
 
-  if (isSelected('ls-l')) {
-    record('ls-l', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'list/', '/')))), note: 'listing pages with a delimiter' });
-  }
-  if (isSelected('find')) {
-    record('find', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'tree/', undefined)))), note: 'listing pages without a delimiter' });
-  }
   return results;
 }
 
@@ -349,29 +352,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
     );
   }
 
-  results.push(
-    ...(await withMount(context, target, ['seq-write'], async (mount) => {
-      const key = `${target.name}/write.bin`;
-      const measured = await measureOnMount(mount, serverBytes, async () => {
-        await runChecked('mkdir', ['-p', join(mount.mountpoint, target.name)]);
-        await runChecked('dd', [`if=${context.sourceFile}`, `of=${join(mount.mountpoint, key)}`, 'bs=1M', `count=${options.writeBytes / MiB}`, 'status=none']);
-        await waitUntilStored(admin, key, options.writeBytes);
-      });
-      return [add('seq-write', { bytes: options.writeBytes, ...measured, serverBytes: undefined })];
-    })),
-  );
-
-  results.push(
-    ...(await withMount(context, target, ['small-write', 'small-read'], async (mount) => {
-      const directory = join(mount.mountpoint, target.name, 'small');
-      const args = [directory, String(options.smallFiles), String(options.smallFileBytes)];
-      const written = await measureOnMount(mount, serverBytes, async () => void (await runChecked('python3', ['-c', SMALL_WRITE_PROGRAM, ...args])));
-      await dropPageCache();
-      const read = await measureOnMount(mount, serverBytes, async () => void (await runChecked('python3', ['-c', SMALL_READ_PROGRAM, ...args])));
-      return [add('small-write', { ...written, serverBytes: undefined }), add('small-read', { ...read, note: 'same mount as the writes; page cache dropped in between' })];
-    })),
-  );
-
+  // Listings before writes, as in runCeiling.
   results.push(
     ...(await withMount(context, target, ['ls-l'], async (mount) => {
       let lines = 0;
@@ -443,6 +424,29 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
       )),
     );
   }
+  results.push(
+    ...(await withMount(context, target, ['seq-write'], async (mount) => {
+      const key = `${target.name}/write.bin`;
+      const measured = await measureOnMount(mount, serverBytes, async () => {
+        await runChecked('mkdir', ['-p', join(mount.mountpoint, target.name)]);
+        await runChecked('dd', [`if=${context.sourceFile}`, `of=${join(mount.mountpoint, key)}`, 'bs=1M', `count=${options.writeBytes / MiB}`, 'status=none']);
+        await waitUntilStored(admin, key, options.writeBytes);
+      });
+      return [add('seq-write', { bytes: options.writeBytes, ...measured, serverBytes: undefined })];
+    })),
+  );
+
+  results.push(
+    ...(await withMount(context, target, ['small-write', 'small-read'], async (mount) => {
+      const directory = join(mount.mountpoint, target.name, 'small');
+      const args = [directory, String(options.smallFiles), String(options.smallFileBytes)];
+      const written = await measureOnMount(mount, serverBytes, async () => void (await runChecked('python3', ['-c', SMALL_WRITE_PROGRAM, ...args])));
+      await dropPageCache();
+      const read = await measureOnMount(mount, serverBytes, async () => void (await runChecked('python3', ['-c', SMALL_READ_PROGRAM, ...args])));
+      return [add('small-write', { ...written, serverBytes: undefined }), add('small-read', { ...read, note: 'same mount as the writes; page cache dropped in between' })];
+    })),
+  );
+
   return results;
 }
 
