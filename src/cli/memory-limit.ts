@@ -31,6 +31,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
+import { parseMountinfo, type MountinfoEntry } from '../fuse/mountinfo.js';
+
 const MiB = 1024 * 1024;
 
 export const DEFAULT_MEMORY_BUDGET = 512 * MiB;
@@ -74,35 +76,11 @@ export interface MemoryLimitFiles {
   read(file: string): Promise<string | undefined>;
 }
 
-interface CgroupMount {
-  /** Directory of the cgroup hierarchy's root as mounted (the mountinfo `root` field). */
-  root: string;
-  mountpoint: string;
-  fstype: string;
-  superOptions: string[];
-}
-
-/** Decodes the octal escapes (\040 for a space) of /proc/self/mountinfo paths. */
-function decodeMountinfoPath(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
+/** A mount of a cgroup hierarchy, from mountinfo. */
+type CgroupMount = MountinfoEntry & { fstype: 'cgroup' | 'cgroup2' };
 
 function parseCgroupMounts(mountinfo: string): CgroupMount[] {
-  const mounts: CgroupMount[] = [];
-  for (const line of mountinfo.split('\n')) {
-    const fields = line.split(' ');
-    const separator = fields.indexOf('-');
-    if (separator < 0 || fields.length < separator + 4) continue;
-    const fstype = fields[separator + 1]!;
-    if (fstype !== 'cgroup' && fstype !== 'cgroup2') continue;
-    mounts.push({
-      root: decodeMountinfoPath(fields[3]!),
-      mountpoint: decodeMountinfoPath(fields[4]!),
-      fstype,
-      superOptions: (fields[separator + 3] ?? '').split(','),
-    });
-  }
-  return mounts;
+  return parseMountinfo(mountinfo).filter((entry): entry is CgroupMount => entry.fstype === 'cgroup' || entry.fstype === 'cgroup2');
 }
 
 /**

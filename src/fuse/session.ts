@@ -24,6 +24,7 @@ import path from 'node:path';
 import { BufferPool } from '../cache/buffer-pool.js';
 import { Errno, FilesystemError, errnoOf } from '../fs/errno.js';
 import { detachMount } from './detach.js';
+import { parseMountinfo, type MountinfoEntry } from './mountinfo.js';
 import { COLLECTION_CHECK_INTERVAL_MS, FreeMemoryReleaser, GarbageCollectionPacer, takeOverBufferCollection } from './free-memory.js';
 import type { Logger } from '../observability/logger.js';
 import {
@@ -261,34 +262,14 @@ async function detachDeadMount(mountpoint: string, logger: Logger): Promise<void
   logger.info({ mountpoint }, 'detached the dead FUSE mount');
 }
 
-interface MountinfoEntry {
-  mountpoint: string;
-  fstype: string;
-}
-
 /**
- * Returns the mounts of this process's namespace, in mount order (the last
- * entry for a path is the one on top). The read is synchronous because the
- * kernel generates the file without waiting on a device, while an
- * asynchronous read waits for the busy event loop at each thread-pool step.
+ * Returns the mounts of this process's namespace, in mount order. The read
+ * is synchronous because the kernel generates the file without waiting on a
+ * device, while an asynchronous read waits for the busy event loop at each
+ * thread-pool step.
  */
 function readMountinfo(): MountinfoEntry[] {
-  const entries: MountinfoEntry[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const fields = line.split(' ');
-    const separator = fields.indexOf('-');
-    if (fields.length < 5 || separator < 0) continue;
-    entries.push({
-      mountpoint: decodeMountinfoPath(fields[4]!),
-      fstype: fields[separator + 1] ?? '',
-    });
-  }
-  return entries;
-}
-
-/** Decodes the octal escapes (\\040 for a space) that /proc/self/mountinfo uses in paths. */
-function decodeMountinfoPath(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+  return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
 }
 
 /** Logs the outcome of setting the readahead window, which the addon does after INIT and before it serves other requests. */
