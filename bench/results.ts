@@ -44,6 +44,21 @@ export const SCENARIOS: Array<{ name: string; kind: ScenarioKind; description: s
   { name: 'memory-bound', kind: 'throughput', description: 'bucketmount only: a large write then read under a small --memory-limit, with the peak RSS' },
 ];
 
+/**
+ * The benchmark runs every runner's read scenarios before any runner's
+ * write scenarios, so that reads and listings meet the server as the
+ * seeding left it (see runBackend in run.ts).
+ */
+export type Phase = 'reads' | 'writes';
+export const PHASES: readonly Phase[] = ['reads', 'writes'];
+
+const WRITING_SCENARIOS = new Set(['seq-write', 'small-write', 'small-read', 'memory-bound']);
+
+/** Returns the phase a scenario runs in: small-read reads what small-write wrote, so it runs with the writes. */
+export function phaseOf(scenario: string): Phase {
+  return WRITING_SCENARIOS.has(scenario) ? 'writes' : 'reads';
+}
+
 export function scenarioKind(name: string): ScenarioKind {
   return SCENARIOS.find((scenario) => scenario.name === name)?.kind ?? 'time';
 }

@@ -17,7 +17,7 @@ import type { MountTarget, RunningMount } from './mounts.js';
 import { BLOCK_BYTES, IN_FLIGHT, type AdminClient, type CeilingClient } from './object-clients.js';
 import type { BenchOptions } from './options.js';
 import { sampleProcess } from './process-stats.js';
-import type { Result } from './results.js';
+import { phaseOf, type Phase, type Result } from './results.js';
 import { dropPageCache, percentile, RANDOM_READ_PROGRAM, runChecked, runCommand, SMALL_READ_PROGRAM, SMALL_WRITE_PROGRAM } from './workloads.js';
 
 const MiB = 1024 * 1024;
@@ -168,14 +168,14 @@ function ok(context: SuiteContext, scenario: string, target: string, fields: Par
   return result;
 }
 
-export async function runCeiling(context: SuiteContext): Promise<Result[]> {
+export async function runCeiling(context: SuiteContext, phase: Phase): Promise<Result[]> {
   const { ceiling, options } = context;
   const results: Result[] = [];
   const record = (scenario: string, fields: Partial<Result>): void => {
     results.push(ok(context, scenario, 'sdk', { note: 'runs in the benchmark process; CPU and RSS not separable from the proxy', ...fields }));
   };
-  const isSelected = (scenario: string): boolean => selected(options, [scenario]);
-  context.log(`${context.backend}: SDK ceiling`);
+  const isSelected = (scenario: string): boolean => phaseOf(scenario) === phase && selected(options, [scenario]);
+  context.log(`${context.backend}: SDK ceiling, ${phase}`);
 
   // Startup reference: a bare Node.js start, the credential exchange, and a first listing.
   if (isSelected('startup')) {
@@ -226,8 +226,6 @@ export async function runCeiling(context: SuiteContext): Promise<Result[]> {
     record(scenario, { bytes: options.randomReads * size, ...measured, p50Ms: percentile(latencies, 0.5), p99Ms: percentile(latencies, 0.99), note: 'one ranged GET per read' });
   }
 
-  // Each runner lists before it writes. With the listings after the writes, the mount's `ls -l` on
-  // fake-gcs-server took 0.64 s in one run, against 0.48 s on a freshly seeded server.
   if (isSelected('ls-l')) {
     record('ls-l', { ...(await measureCeiling(ceiling, async () => void (await ceilingList(ceiling, 'list/', '/')))), note: 'listing pages with a delimiter' });
   }
@@ -281,16 +279,19 @@ function selected(options: BenchOptions, scenarios: string[]): boolean {
 
 /**
  * Mounts, runs `body` and unmounts, also on failure. A failure becomes one
- * failed row per scenario. Scenarios left out by --scenarios do not mount.
+ * failed row per scenario. Scenarios left out by --scenarios or of another
+ * phase do not mount.
  */
 async function withMount(
   context: SuiteContext,
+  phase: Phase,
   target: MountTarget,
   scenarios: string[],
   body: (mount: RunningMount) => Promise<Result[]>,
   extraArgs: string[] = [],
 ): Promise<Result[]> {
-  if (!selected(context.options, scenarios)) return [];
+  const inPhase = scenarios.filter((scenario) => phaseOf(scenario) === phase);
+  if (inPhase.length === 0 || !selected(context.options, inPhase)) return [];
   const dropNote = await dropPageCache();
   let mount: RunningMount | undefined;
   try {
@@ -307,15 +308,15 @@ async function withMount(
   }
 }
 
-export async function runTarget(context: SuiteContext, target: MountTarget): Promise<Result[]> {
+export async function runTarget(context: SuiteContext, target: MountTarget, phase: Phase): Promise<Result[]> {
   const { options, admin } = context;
   const serverBytes = target.serverBytes ?? ((): number => context.ceiling.serverBytes());
   const results: Result[] = [];
-  context.log(`${context.backend}: ${target.name}`);
+  context.log(`${context.backend}: ${target.name}, ${phase}`);
   const add = (scenario: string, fields: Partial<Result>): Result => ok(context, scenario, target.name, fields);
 
   results.push(
-    ...(await withMount(context, target, ['startup', 'seq-read-cold', 'seq-read-warm'], async (mount) => {
+    ...(await withMount(context, phase, target, ['startup', 'seq-read-cold', 'seq-read-warm'], async (mount) => {
       const path = join(mount.mountpoint, LARGE_KEY);
       const dd = (): Promise<string> => runChecked('dd', [`if=${path}`, 'of=/dev/null', 'bs=1M', 'status=none']);
       const cold = await measureOnMount(mount, serverBytes, async () => void (await dd()));
@@ -329,7 +330,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
   );
 
   results.push(
-    ...(await withMount(context, target, ['parallel-read'], async (mount) => {
+    ...(await withMount(context, phase, target, ['parallel-read'], async (mount) => {
       const measured = await measureOnMount(mount, serverBytes, async () => {
         await Promise.all(
           Array.from({ length: options.parallelReaders }, (_, index) => runChecked('dd', [`if=${join(mount.mountpoint, parallelKey(index))}`, 'of=/dev/null', 'bs=1M', 'status=none'])),
@@ -341,7 +342,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
 
   for (const [scenario, size] of [['random-4k', 4096], ['random-128k', 128 * 1024]] as const) {
     results.push(
-      ...(await withMount(context, target, [scenario], async (mount) => {
+      ...(await withMount(context, phase, target, [scenario], async (mount) => {
         let latencies: number[] = [];
         const measured = await measureOnMount(mount, serverBytes, async () => {
           const output = await runChecked('python3', ['-c', RANDOM_READ_PROGRAM, join(mount.mountpoint, LARGE_KEY), String(size), String(options.randomReads), '7']);
@@ -352,9 +353,8 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
     );
   }
 
-  // Listings before writes, as in runCeiling.
   results.push(
-    ...(await withMount(context, target, ['ls-l'], async (mount) => {
+    ...(await withMount(context, phase, target, ['ls-l'], async (mount) => {
       let lines = 0;
       const measured = await measureOnMount(mount, serverBytes, async () => {
         const outcome = await runCommand('ls', ['-l', join(mount.mountpoint, 'list')]);
@@ -367,7 +367,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
   );
 
   results.push(
-    ...(await withMount(context, target, ['find'], async (mount) => {
+    ...(await withMount(context, phase, target, ['find'], async (mount) => {
       let files = 0;
       const measured = await measureOnMount(mount, serverBytes, async () => {
         const output = await runChecked('find', [join(mount.mountpoint, 'tree'), '-type', 'f']);
@@ -387,6 +387,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
     results.push(
       ...(await withMount(
         context,
+        phase,
         target,
         ['memory-bound'],
         async (mount) => {
@@ -425,7 +426,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
     );
   }
   results.push(
-    ...(await withMount(context, target, ['seq-write'], async (mount) => {
+    ...(await withMount(context, phase, target, ['seq-write'], async (mount) => {
       const key = `${target.name}/write.bin`;
       const measured = await measureOnMount(mount, serverBytes, async () => {
         await runChecked('mkdir', ['-p', join(mount.mountpoint, target.name)]);
@@ -437,7 +438,7 @@ export async function runTarget(context: SuiteContext, target: MountTarget): Pro
   );
 
   results.push(
-    ...(await withMount(context, target, ['small-write', 'small-read'], async (mount) => {
+    ...(await withMount(context, phase, target, ['small-write', 'small-read'], async (mount) => {
       const directory = join(mount.mountpoint, target.name, 'small');
       const args = [directory, String(options.smallFiles), String(options.smallFileBytes)];
       const written = await measureOnMount(mount, serverBytes, async () => void (await runChecked('python3', ['-c', SMALL_WRITE_PROGRAM, ...args])));
