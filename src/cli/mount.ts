@@ -39,6 +39,7 @@ import { createLogger, type Logger } from '../observability/logger.js';
 import { createProcessRegistry, MountMetrics } from '../observability/metrics.js';
 import { startOperationsServer, type HealthCheck, type OperationsServer } from '../observability/operations-server.js';
 import { startupMode } from '../startup/startup-mode.js';
+import { precompileHttpParser } from '../store/undici-options.js';
 import { parseMountArguments, UsageError, type MountConfig } from './config.js';
 import { createConnection, type Connection } from './connection.js';
 import { explainFailure } from './explain.js';
@@ -296,6 +297,7 @@ export async function runMount(argv: string[]): Promise<number> {
 
   const logger = createLogger(config.logLevel as 'info');
   const startedAt = performance.now();
+  precompileHttpParser(logger);
   logger.info(
     { event: 'mount-starting', url: config.location.url, mountpoint: config.mountpoint, startup: startupMode() },
     `mounting ${config.location.url} at ${config.mountpoint}`,
