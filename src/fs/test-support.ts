@@ -171,8 +171,9 @@ export function createTestMount(
     store,
     logger: silentLogger,
     clock,
-    // One directory per test process; spill files are unlinked as soon as they are created, so it stays empty.
-    config: { spillDirectory: join(tmpdir(), `bucketmount-test-spill-${process.pid}`), ...options.config },
+    // One directory for every test process, which vitest ends without exit handlers: spill files get
+    // unique names and are unlinked as soon as they are created, so it stays empty.
+    config: { spillDirectory: join(tmpdir(), 'bucketmount-test-spill'), ...options.config },
   });
   return { memory, store, fs, clock, mount: new PathOperations(fs) };
 }
