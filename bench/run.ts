@@ -119,7 +119,7 @@ async function runBackend(backend: 's3' | 'gcs', base: Omit<SuiteContext, 'backe
 
     await seedBucket(context);
     try {
-      // Every runner's reads come before anyone's writes: fake-gcs-server answered reads and listings more
+      // Every runner's reads come before anyone's writes: fake-gcs-server served reads and listings more
       // slowly after large writes of the same run, even once those objects were deleted.
       for (const phase of PHASES) {
         results.push(...(await runCeiling(context, phase)));

@@ -228,12 +228,12 @@ export class MetadataCache {
   }
 
   /**
-   * Restarts the TTL of the cached entry of the file at `path` when it holds
-   * `version`, which the store has just served. An entry of another version,
-   * or of no file, is left to expire. A listing of the parent is not renewed,
-   * so a name that another client added next to the file still shows within
-   * the TTL; so does a directory of the same name, which shadows the file
-   * only once the cached entry is gone.
+   * Restarts the TTL of the cached entry of the file at `path` when it
+   * contains `version`, which the store has just served. An entry of another
+   * version, or of no file, is left to expire. A listing of the parent is not
+   * renewed, so a name that another client added next to the file still
+   * shows within the TTL. So does a directory of the same name, which shadows
+   * the file only once the cached entry is gone.
    */
   confirmFile(path: string, version: string): void {
     if (this.ttlMs <= 0 || version === '') return;

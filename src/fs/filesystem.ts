@@ -848,10 +848,11 @@ export class BucketFilesystem implements FilesystemOperations {
 
   /**
    * Restarts the metadata TTL of a file after a GET pinned to its version
-   * succeeded: the store has just shown that this version is current. A file
-   * that is being read then needs no HEAD or listing when it is looked up,
-   * stat'ed or opened again, as when a program reads a file twice, and a
-   * change by another client still shows within the TTL of the last GET.
+   * succeeded, because the store has just shown that this version is
+   * current. A file that is being read then needs no HEAD or listing when it
+   * is looked up, stat'ed or opened again, as when a program reads a file
+   * twice. A change by another client still shows within the TTL of the last
+   * GET.
    * Nothing is renewed while this mount writes the file, or when the inode
    * or the cached entry has moved on to another version.
    */

@@ -171,8 +171,8 @@ export function createTestMount(
     store,
     logger: silentLogger,
     clock,
-    // One directory for every test process, which vitest ends without exit handlers: spill files get
-    // unique names and are unlinked as soon as they are created, so it stays empty.
+    // One directory shared by all test processes, because vitest ends its workers without running exit
+    // handlers. Spill files get unique names and are unlinked as soon as they are created, so it stays empty.
     config: { spillDirectory: join(tmpdir(), 'bucketmount-test-spill'), ...options.config },
   });
   return { memory, store, fs, clock, mount: new PathOperations(fs) };

@@ -84,7 +84,7 @@ export interface ObjectReaderOptions {
   readConcurrency: number;
   /** Shared by the readers of a mount, so that their readahead together fits the block cache. */
   readaheadShare?: ReadaheadShare;
-  /** Called after each GET that the store answered with bytes of `version`, which shows that version is still current. */
+  /** Called after each GET that returned bytes of `version`, which shows that version is still current. */
   onVersionServed?: () => void;
 }
 

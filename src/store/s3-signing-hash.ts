@@ -20,9 +20,10 @@ import type { Checksum, SourceData } from '@smithy/types';
 const keysOfStrings = new Map<string, KeyObject>();
 
 /**
- * The keys of the current and the previous credentials (each the secret
- * access key and `AWS4` + it), so that requests signed across a renewal
- * find their keys and expired secrets do not stay in memory for long.
+ * Number of string keys kept: those of the current and the previous
+ * credentials (each the secret access key and `AWS4` + it). Requests signed
+ * across a renewal find their keys, and expired secrets do not stay in
+ * memory for long.
  */
 const MAX_STRING_KEYS = 4;
 

@@ -55,7 +55,7 @@ let compiledParser: Promise<unknown> | undefined;
 /**
  * Starts compiling undici's HTTP parser (llhttp, WebAssembly) on V8's
  * background threads. undici compiles it synchronously on its first
- * connection, which a mount's start waits for; V8 keeps a module compiled
+ * connection, which a mount's start waits for. V8 keeps a module compiled
  * from the same bytes and hands that code to undici's compilation instead of
  * compiling again. In CPU profiles of starts from the snapshot, undici's
  * compilation took 0.6 to 2 ms of the main thread, and none with this. When
@@ -64,7 +64,7 @@ let compiledParser: Promise<unknown> | undefined;
  */
 export function precompileHttpParser(logger: Logger): Promise<unknown> | undefined {
   // undici uses the parser without SIMD when this is set, so there is nothing to share. A snapshot
-  // cannot hold a WebAssembly module, so the warm-up that builds one compiles nothing.
+  // cannot contain a WebAssembly module, so the warm-up that builds one compiles nothing.
   if (compiledParser !== undefined || process.env.UNDICI_NO_WASM_SIMD === '1' || startupSnapshot.isBuildingSnapshot()) return undefined;
 
   const failed = (error: unknown): undefined => {
